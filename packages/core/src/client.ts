@@ -1,0 +1,236 @@
+import type {
+  AdhocRunResponse,
+  ClaimedRun,
+  CreateAdhocRunRequest,
+  CreateRunRequest,
+  CreateWorkPoolRequest,
+  CreateWorkQueueRequest,
+  Deployment,
+  DeploymentSpec,
+  Flow,
+  FlowRun,
+  IdentityTokenRequest,
+  IdentityTokenResponse,
+  LogEntry,
+  Page,
+  ProposeStateRequest,
+  ProposeStateResponse,
+  StateHistoryEntry,
+  TaskRun,
+  TaskRunEvent,
+  UpdateWorkPoolRequest,
+  Worker,
+  WorkerPollRequest,
+  WorkerPollResponse,
+  WorkPool,
+  WorkQueue,
+} from './api.js';
+import { errorFromApiBody, TesseraError } from './errors.js';
+
+/** Options for {@link createApiClient}. */
+export interface ApiClientOptions {
+  /** Server base URL, e.g. `http://127.0.0.1:4200`. */
+  baseUrl: string;
+  /** Bearer credential sent with every request (a run credential or access token). */
+  token?: string | undefined;
+  /**
+   * How long to keep retrying when the server is unreachable or answers 502/503/504, ms.
+   * Requests that the server answered with a 4xx are never retried.
+   * @default 0 (no retries)
+   */
+  retryForMs?: number;
+  /** Called before each retry, for progress messages. */
+  onRetry?: (info: { attempt: number; delayMs: number; error: Error }) => void;
+  /** Per-request timeout, ms. @default 30000 */
+  timeoutMs?: number;
+}
+
+export interface RequestOptions {
+  query?: Record<string, string | number | undefined>;
+  body?: unknown;
+  /** Overrides the client's retry window for this request. */
+  retryForMs?: number;
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+const RETRY_STATUS = new Set([502, 503, 504]);
+
+/**
+ * A small typed HTTP client for the Tessera API, used by the SDK, the worker and the CLI.
+ * Retries with exponential backoff (capped at 5 s, with jitter) while the server is unreachable.
+ */
+export class ApiClient {
+  readonly baseUrl: string;
+  private readonly token: string | undefined;
+  private readonly retryForMs: number;
+  private readonly timeoutMs: number;
+  private readonly onRetry: ApiClientOptions['onRetry'];
+
+  constructor(options: ApiClientOptions) {
+    this.baseUrl = options.baseUrl.replace(/\/+$/, '');
+    this.token = options.token;
+    this.retryForMs = options.retryForMs ?? 0;
+    this.timeoutMs = options.timeoutMs ?? 30_000;
+    this.onRetry = options.onRetry;
+  }
+
+  /** A copy of this client with another bearer token. */
+  withToken(token: string | undefined): ApiClient {
+    return new ApiClient({ baseUrl: this.baseUrl, token, retryForMs: this.retryForMs, timeoutMs: this.timeoutMs, ...(this.onRetry ? { onRetry: this.onRetry } : {}) });
+  }
+
+  async request<T>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
+    const url = new URL(this.baseUrl + path);
+    for (const [k, v] of Object.entries(options.query ?? {})) if (v !== undefined) url.searchParams.set(k, String(v));
+    const headers: Record<string, string> = { accept: 'application/json' };
+    if (options.body !== undefined) headers['content-type'] = 'application/json';
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    const retryFor = options.retryForMs ?? this.retryForMs;
+    const deadline = Date.now() + retryFor;
+    for (let attempt = 1; ; attempt++) {
+      let lastError: Error;
+      try {
+        const signal = options.signal
+          ? AbortSignal.any([options.signal, AbortSignal.timeout(options.timeoutMs ?? this.timeoutMs)])
+          : AbortSignal.timeout(options.timeoutMs ?? this.timeoutMs);
+        const res = await fetch(url, {
+          method,
+          headers,
+          signal,
+          ...(options.body !== undefined ? { body: JSON.stringify(options.body) } : {}),
+        });
+        const text = await res.text();
+        const body = text ? safeJson(text) : undefined;
+        if (res.ok) return body as T;
+        const err = errorFromApiBody(res.status, body);
+        if (!RETRY_STATUS.has(res.status)) throw err;
+        lastError = err;
+      } catch (e) {
+        if (e instanceof TesseraError && !RETRY_STATUS.has(e.status)) throw e;
+        if (options.signal?.aborted) throw e;
+        lastError = e instanceof TesseraError ? e : new TesseraError('ERR_SERVER_UNREACHABLE', `cannot reach the Tessera server at ${this.baseUrl} (${describeFetchError(e)}); is it running? Start one with \`tessera server start\` or \`tessera dev\`, or set TESSERA_API_URL`, { cause: e });
+      }
+      const delay = Math.min(5000, 100 * 2 ** (attempt - 1)) * (0.75 + Math.random() * 0.5);
+      if (Date.now() + delay > deadline) throw lastError;
+      this.onRetry?.({ attempt, delayMs: delay, error: lastError });
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+
+  // work pools
+  createWorkPool(body: CreateWorkPoolRequest): Promise<WorkPool> {
+    return this.request('POST', '/api/work-pools', { body });
+  }
+  listWorkPools(): Promise<Page<WorkPool>> {
+    return this.request('GET', '/api/work-pools');
+  }
+  getWorkPool(name: string): Promise<WorkPool> {
+    return this.request('GET', `/api/work-pools/${enc(name)}`);
+  }
+  updateWorkPool(name: string, body: UpdateWorkPoolRequest): Promise<WorkPool> {
+    return this.request('PATCH', `/api/work-pools/${enc(name)}`, { body });
+  }
+  createWorkQueue(pool: string, body: CreateWorkQueueRequest): Promise<WorkQueue> {
+    return this.request('POST', `/api/work-pools/${enc(pool)}/queues`, { body });
+  }
+
+  // flows and deployments
+  listFlows(): Promise<Page<Flow>> {
+    return this.request('GET', '/api/flows');
+  }
+  putDeployment(spec: DeploymentSpec): Promise<Deployment> {
+    return this.request('PUT', `/api/deployments/${enc(spec.name)}`, { body: spec });
+  }
+  listDeployments(): Promise<Page<Deployment>> {
+    return this.request('GET', '/api/deployments');
+  }
+  getDeployment(name: string): Promise<Deployment> {
+    return this.request('GET', `/api/deployments/${enc(name)}`);
+  }
+  deleteDeployment(name: string): Promise<void> {
+    return this.request('DELETE', `/api/deployments/${enc(name)}`);
+  }
+  runDeployment(name: string, body: CreateRunRequest = {}): Promise<FlowRun> {
+    return this.request('POST', `/api/deployments/${enc(name)}/runs`, { body });
+  }
+
+  // flow runs
+  createAdhocRun(body: CreateAdhocRunRequest): Promise<AdhocRunResponse> {
+    return this.request('POST', '/api/flow-runs', { body });
+  }
+  listFlowRuns(query: { state?: string; deployment?: string; limit?: number } = {}): Promise<Page<FlowRun>> {
+    return this.request('GET', '/api/flow-runs', { query });
+  }
+  /** Accepts a full id or an unambiguous prefix. */
+  getFlowRun(idOrPrefix: string): Promise<FlowRun> {
+    return this.request('GET', `/api/flow-runs/${enc(idOrPrefix)}`);
+  }
+  getFlowRunStates(id: string): Promise<Page<StateHistoryEntry>> {
+    return this.request('GET', `/api/flow-runs/${enc(id)}/states`);
+  }
+  proposeState(id: string, body: ProposeStateRequest): Promise<ProposeStateResponse> {
+    return this.request('POST', `/api/flow-runs/${enc(id)}/state`, { body });
+  }
+  cancelFlowRun(id: string): Promise<FlowRun> {
+    return this.request('POST', `/api/flow-runs/${enc(id)}/cancel`, { body: {} });
+  }
+  listTaskRuns(flowRunId: string): Promise<Page<TaskRun>> {
+    return this.request('GET', `/api/flow-runs/${enc(flowRunId)}/task-runs`);
+  }
+  getLogs(flowRunId: string, query: { afterId?: number; limit?: number } = {}): Promise<Page<LogEntry>> {
+    return this.request('GET', `/api/flow-runs/${enc(flowRunId)}/logs`, { query });
+  }
+  sendLogs(entries: LogEntry[]): Promise<{ accepted: number }> {
+    return this.request('POST', '/api/logs', { body: { entries } });
+  }
+  sendTaskRunEvents(events: TaskRunEvent[]): Promise<{ accepted: number }> {
+    return this.request('POST', '/api/task-runs/events', { body: { events } });
+  }
+
+  // workers
+  poll(pool: string, body: WorkerPollRequest, signal?: AbortSignal): Promise<WorkerPollResponse> {
+    return this.request('POST', `/api/work-pools/${enc(pool)}/workers/poll`, {
+      body,
+      timeoutMs: (body.waitMs ?? 10_000) + 15_000,
+      ...(signal ? { signal } : {}),
+    });
+  }
+  listWorkers(): Promise<Page<Worker>> {
+    return this.request('GET', '/api/workers');
+  }
+
+  // identity
+  issueIdentityToken(body: IdentityTokenRequest): Promise<IdentityTokenResponse> {
+    return this.request('POST', '/api/identity/token', { body });
+  }
+}
+
+/** Creates an {@link ApiClient}. */
+export function createApiClient(options: ApiClientOptions): ApiClient {
+  return new ApiClient(options);
+}
+
+function enc(s: string): string {
+  return encodeURIComponent(s);
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return { message: text.slice(0, 500) };
+  }
+}
+
+function describeFetchError(e: unknown): string {
+  if (e instanceof Error) {
+    const cause = (e as Error & { cause?: { code?: string } }).cause;
+    if (cause?.code) return cause.code;
+    if (e.name === 'TimeoutError') return 'timed out';
+    return e.message;
+  }
+  return String(e);
+}
+
+export type { ClaimedRun };

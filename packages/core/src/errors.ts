@@ -1,0 +1,142 @@
+/**
+ * Every stable error code Tessera can produce. Codes never change meaning once released;
+ * callers (and tests) branch on them, never on message text.
+ */
+export type ErrorCode =
+  // generic input / lookup
+  | 'ERR_VALIDATION'
+  | 'ERR_NOT_FOUND'
+  | 'ERR_CONFLICT'
+  | 'ERR_INVALID_DURATION'
+  | 'ERR_INVALID_SCHEDULE'
+  | 'ERR_CONFIG'
+  | 'ERR_ENTRYPOINT'
+  | 'ERR_INVALID_PARAMETERS'
+  // orchestration
+  | 'ERR_ILLEGAL_TRANSITION'
+  | 'ERR_UNKNOWN_POOL'
+  | 'ERR_UNKNOWN_DEPLOYMENT'
+  | 'ERR_RUN_NOT_FOUND'
+  | 'ERR_TASK_FAILED'
+  | 'ERR_TIMEOUT'
+  | 'ERR_CANCELLED'
+  | 'ERR_SERVER_UNREACHABLE'
+  | 'ERR_HTTP'
+  // identity
+  | 'ERR_UNAUTHENTICATED'
+  | 'ERR_FORBIDDEN'
+  | 'ERR_CREDENTIAL_INVALID'
+  | 'ERR_CREDENTIAL_REVOKED'
+  | 'ERR_AUDIENCE_REQUIRED'
+  | 'ERR_AUDIENCE_NOT_ALLOWED'
+  | 'ERR_NO_IDENTITY'
+  | 'ERR_INTERNAL';
+
+/** Options for {@link TesseraError}. */
+export interface TesseraErrorOptions {
+  cause?: unknown;
+  /** HTTP status the server answers with; defaults from the code. */
+  status?: number;
+  /** Structured details, e.g. the field that failed validation. Never secrets. */
+  details?: Record<string, unknown>;
+}
+
+const DEFAULT_STATUS: Partial<Record<ErrorCode, number>> = {
+  ERR_VALIDATION: 400,
+  ERR_INVALID_DURATION: 400,
+  ERR_INVALID_SCHEDULE: 400,
+  ERR_CONFIG: 400,
+  ERR_ENTRYPOINT: 400,
+  ERR_INVALID_PARAMETERS: 422,
+  ERR_NOT_FOUND: 404,
+  ERR_UNKNOWN_POOL: 404,
+  ERR_UNKNOWN_DEPLOYMENT: 404,
+  ERR_RUN_NOT_FOUND: 404,
+  ERR_CONFLICT: 409,
+  ERR_ILLEGAL_TRANSITION: 409,
+  ERR_UNAUTHENTICATED: 401,
+  ERR_CREDENTIAL_INVALID: 401,
+  ERR_CREDENTIAL_REVOKED: 401,
+  ERR_FORBIDDEN: 403,
+  ERR_AUDIENCE_REQUIRED: 400,
+  ERR_AUDIENCE_NOT_ALLOWED: 403,
+  ERR_NO_IDENTITY: 403,
+  ERR_SERVER_UNREACHABLE: 503,
+  ERR_INTERNAL: 500,
+};
+
+/**
+ * The base of every error Tessera throws on purpose. `code` is stable; `message` says what was
+ * expected, what was found and what to do.
+ */
+export class TesseraError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message: string, options: TesseraErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.status = options.status ?? DEFAULT_STATUS[code] ?? 500;
+    this.details = options.details;
+  }
+
+  /** The JSON body the HTTP API answers with. */
+  toJSON(): ApiErrorBody {
+    return {
+      error: this.name,
+      code: this.code,
+      message: this.message,
+      ...(this.details ? { details: this.details } : {}),
+    };
+  }
+}
+
+/** Thrown when a request or config fails validation; `issues` name every offending field. */
+export class ValidationError extends TesseraError {
+  readonly issues: ValidationIssue[];
+  constructor(message: string, issues: ValidationIssue[], code: ErrorCode = 'ERR_VALIDATION') {
+    super(code, message, { details: { issues } });
+    this.issues = issues;
+  }
+}
+
+/** One failed field: a dotted path (`deployments[1].schedule.cron`) and what is wrong with it. */
+export interface ValidationIssue {
+  path: string;
+  message: string;
+}
+
+/** Thrown by the server (and re-thrown by clients) when a state transition is not allowed. */
+export class IllegalTransitionError extends TesseraError {
+  constructor(message: string, details?: Record<string, unknown>) {
+    super('ERR_ILLEGAL_TRANSITION', message, details ? { details } : {});
+  }
+}
+
+/** The JSON shape of every HTTP error the API returns. */
+export interface ApiErrorBody {
+  error: string;
+  code: ErrorCode | string;
+  message: string;
+  details?: Record<string, unknown>;
+}
+
+/** True when `e` is a TesseraError (also across package copies, by duck typing on `code`). */
+export function isTesseraError(e: unknown): e is TesseraError {
+  return e instanceof TesseraError;
+}
+
+/** Rebuilds a TesseraError from an API error body received over HTTP. */
+export function errorFromApiBody(status: number, body: unknown): TesseraError {
+  if (body && typeof body === 'object' && 'code' in body && 'message' in body) {
+    const b = body as ApiErrorBody;
+    const err = new TesseraError(b.code as ErrorCode, b.message, {
+      status,
+      ...(b.details ? { details: b.details } : {}),
+    });
+    return err;
+  }
+  return new TesseraError('ERR_HTTP', `server answered HTTP ${status}`, { status });
+}
