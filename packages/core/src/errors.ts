@@ -30,6 +30,9 @@ export type ErrorCode =
   | 'ERR_AUDIENCE_REQUIRED'
   | 'ERR_AUDIENCE_NOT_ALLOWED'
   | 'ERR_NO_IDENTITY'
+  | 'ERR_RATE_LIMITED'
+  // SDK: a run-only API (getRunContext) was called outside a flow run
+  | 'ERR_NO_RUN_CONTEXT'
   | 'ERR_INTERNAL';
 
 /** Options for {@link TesseraError}. */
@@ -61,6 +64,7 @@ const DEFAULT_STATUS: Partial<Record<ErrorCode, number>> = {
   ERR_AUDIENCE_REQUIRED: 400,
   ERR_AUDIENCE_NOT_ALLOWED: 403,
   ERR_NO_IDENTITY: 403,
+  ERR_RATE_LIMITED: 429,
   ERR_SERVER_UNREACHABLE: 503,
   ERR_INTERNAL: 500,
 };

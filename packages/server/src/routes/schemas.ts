@@ -1,0 +1,124 @@
+/** Request-body schemas: validated at the edge with zod, published in the OpenAPI document. */
+import { STATE_TYPES } from '@tessera/core';
+import { z } from 'zod';
+
+const name = z.string().min(1).max(200).regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'use letters, digits, ".", "_" and "-", starting with a letter or digit');
+const limit = z.number().int().min(0).nullable().optional();
+const json = z.record(z.string(), z.unknown());
+
+export const createWorkPool = z.object({ name, description: z.string().max(2000).optional(), concurrencyLimit: limit }).strict();
+export const updateWorkPool = z.object({ description: z.string().max(2000).nullable().optional(), concurrencyLimit: limit, paused: z.boolean().optional() }).strict();
+export const createWorkQueue = z.object({ name, priority: z.number().int().optional(), concurrencyLimit: limit }).strict();
+
+const schedule = z.union([
+  z.object({ cron: z.string().min(1).max(200), timezone: z.string().optional(), active: z.boolean().optional() }).strict(),
+  z.object({ interval: z.number().int().positive(), anchor: z.string().optional(), timezone: z.string().optional(), active: z.boolean().optional() }).strict(),
+]);
+
+export const deploymentSpec = z
+  .object({
+    name,
+    flowName: z.string().min(1).max(200),
+    entrypoint: z.string().regex(/^.+:[A-Za-z_$][\w$]*$/, 'expected path/to/file.ts:exportName'),
+    path: z.string().min(1),
+    workPool: z.string().min(1),
+    workQueue: z.string().min(1).optional(),
+    description: z.string().max(5000).optional(),
+    parameters: json.optional(),
+    parameterSchema: json.nullable().optional(),
+    tags: z.array(z.string().max(100)).max(50).optional(),
+    schedules: z.array(schedule).max(20).optional(),
+    environment: z.string().min(1).max(64).regex(/^[A-Za-z0-9._-]+$/).optional(),
+    identity: z
+      .object({
+        audiences: z.array(z.string().min(1).max(500)).max(50),
+        maxLifetimeMs: z.number().int().min(60_000).max(24 * 3_600_000).optional(),
+      })
+      .strict()
+      .optional(),
+    concurrencyLimit: limit,
+    retries: z.number().int().min(0).max(100).optional(),
+    retryDelaysMs: z.array(z.number().int().min(0)).max(100).optional(),
+    env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string()).optional(),
+  })
+  .strict();
+
+export const createRun = z
+  .object({ parameters: json.optional(), scheduledFor: z.string().optional(), idempotencyKey: z.string().min(1).max(200).optional(), tags: z.array(z.string()).optional() })
+  .strict();
+
+export const createAdhocRun = z
+  .object({
+    flowName: z.string().min(1).max(200),
+    parameters: json.optional(),
+    tags: z.array(z.string()).optional(),
+    maxRetries: z.number().int().min(0).max(100).optional(),
+    retryDelaysMs: z.array(z.number().int().min(0)).optional(),
+  })
+  .strict();
+
+const runError = z.object({ name: z.string(), message: z.string(), stack: z.string().optional(), code: z.string().optional() });
+
+export const proposeState = z
+  .object({
+    state: z.object({ type: z.enum(STATE_TYPES), name: z.string().max(64).optional(), message: z.string().max(10_000).optional() }).strict(),
+    result: z.unknown().optional(),
+    error: runError.optional(),
+    scheduledFor: z.string().optional(),
+  })
+  .strict();
+
+export const taskRunEvents = z
+  .object({
+    events: z
+      .array(
+        z.object({
+          taskRunId: z.uuid(),
+          flowRunId: z.string(),
+          taskKey: z.string().max(200),
+          name: z.string().max(200),
+          state: z.object({ type: z.enum(STATE_TYPES), name: z.string().max(64).optional(), message: z.string().max(10_000).optional() }),
+          attempt: z.number().int().min(0),
+          maxRetries: z.number().int().min(0),
+          timestamp: z.string(),
+          error: runError.optional(),
+        }),
+      )
+      .max(5000),
+  })
+  .strict();
+
+export const logs = z
+  .object({
+    entries: z
+      .array(
+        z.object({
+          flowRunId: z.string(),
+          taskRunId: z.string().nullable().optional(),
+          level: z.enum(['debug', 'info', 'warn', 'error']),
+          message: z.string(),
+          timestamp: z.string(),
+        }),
+      )
+      .max(5000),
+  })
+  .strict();
+
+export const workerPoll = z
+  .object({
+    workerId: z.uuid(),
+    workerName: z.string().min(1).max(200),
+    capacity: z.number().int().min(0).max(1000),
+    running: z.array(z.string()).max(1000),
+    waitMs: z.number().int().min(0).optional(),
+  })
+  .strict();
+
+export const identityToken = z
+  .object({
+    audience: z.string().max(1000).optional(),
+    lifetime: z.union([z.number(), z.string()]).optional(),
+    taskRunId: z.uuid().optional(),
+    taskName: z.string().max(200).optional(),
+  })
+  .strict();

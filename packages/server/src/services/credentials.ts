@@ -1,0 +1,60 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { RUN_CREDENTIAL_PREFIX, TesseraError } from '@tessera/core';
+import type { Kysely, Transaction } from 'kysely';
+import { iso } from '../lib/clock.js';
+import type { Database } from '../store/schema.js';
+import type { ServiceContext } from './context.js';
+
+type Db = Kysely<Database> | Transaction<Database>;
+
+/** What a valid run credential proves. */
+export interface RunCredentialPrincipal {
+  runId: string;
+  attempt: number;
+  workerId: string | null;
+  /** Hash of the credential (safe to log). */
+  hash: string;
+}
+
+function hashCredential(credential: string): string {
+  return createHash('sha256').update(credential).digest('hex');
+}
+
+/**
+ * Run credentials: 256 random bits, given to the worker at claim time, stored only as a SHA-256
+ * hash, bound to one run and attempt, and refused once revoked (at every terminal state).
+ */
+export class CredentialService {
+  constructor(private readonly ctx: ServiceContext) {}
+
+  /** Issues a new credential for the run's attempt. Returns the secret; only its hash is stored. */
+  async issue(db: Db, runId: string, attempt: number, workerId: string | null): Promise<string> {
+    const secret = RUN_CREDENTIAL_PREFIX + randomBytes(32).toString('base64url');
+    await db
+      .insertInto('run_credentials')
+      .values({ hash: hashCredential(secret), flow_run_id: runId, attempt, worker_id: workerId, created_at: iso(this.ctx.clock.now()), revoked_at: null })
+      .execute();
+    return secret;
+  }
+
+  /**
+   * Checks a presented credential.
+   * @throws TesseraError `ERR_CREDENTIAL_INVALID` (unknown) or `ERR_CREDENTIAL_REVOKED` (run ended).
+   */
+  async authenticate(credential: string): Promise<RunCredentialPrincipal> {
+    const hash = hashCredential(credential);
+    const row = await this.ctx.db.selectFrom('run_credentials').selectAll().where('hash', '=', hash).executeTakeFirst();
+    // Constant-time compare of the looked-up hash is belt and braces: the lookup is by hash already.
+    if (!row || !timingSafeEqual(Buffer.from(row.hash, 'hex'), Buffer.from(hash, 'hex'))) {
+      throw new TesseraError('ERR_CREDENTIAL_INVALID', 'the run credential is not valid: it was never issued by this server');
+    }
+    if (row.revoked_at) {
+      throw new TesseraError('ERR_CREDENTIAL_REVOKED', `the run credential was revoked at ${row.revoked_at}: the run's attempt ${row.attempt} has ended`);
+    }
+    return { runId: row.flow_run_id, attempt: row.attempt, workerId: row.worker_id, hash: hash.slice(0, 12) };
+  }
+
+  async revokeForRun(db: Db, runId: string): Promise<void> {
+    await db.updateTable('run_credentials').set({ revoked_at: iso(this.ctx.clock.now()) }).where('flow_run_id', '=', runId).where('revoked_at', 'is', null).execute();
+  }
+}

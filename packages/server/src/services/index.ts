@@ -1,0 +1,73 @@
+import type { AdhocRunResponse, CreateAdhocRunRequest, StateCause } from '@tessera/core';
+import { iso } from '../lib/clock.js';
+import { toFlowRun } from '../store/rows.js';
+import { CatalogService } from './catalog.js';
+import { ClaimService } from './claims.js';
+import type { ServiceContext } from './context.js';
+import { CredentialService } from './credentials.js';
+import { KeyManager } from './keys.js';
+import { RunService } from './runs.js';
+import { Scheduler } from './scheduler.js';
+import { TaskRunService } from './task-runs.js';
+import { TokenService } from './tokens.js';
+import { ZombieDetector } from './zombies.js';
+
+/** Every service, wired once. */
+export class Services {
+  readonly runs: RunService;
+  readonly credentials: CredentialService;
+  readonly claims: ClaimService;
+  readonly catalog: CatalogService;
+  readonly taskRuns: TaskRunService;
+  readonly scheduler: Scheduler;
+  readonly zombies: ZombieDetector;
+  readonly keys: KeyManager;
+  readonly tokens: TokenService;
+
+  constructor(
+    readonly ctx: ServiceContext,
+    readonly issuer: () => string,
+  ) {
+    this.runs = new RunService(ctx);
+    this.credentials = new CredentialService(ctx);
+    this.claims = new ClaimService(ctx, this.runs, this.credentials);
+    this.catalog = new CatalogService(ctx, this.runs);
+    this.taskRuns = new TaskRunService(ctx);
+    this.scheduler = new Scheduler(ctx, this.runs);
+    this.zombies = new ZombieDetector(ctx, this.runs);
+    this.keys = new KeyManager(ctx);
+    this.tokens = new TokenService(ctx, this.keys, issuer);
+  }
+
+  /** `tessera run`: the caller executes the run itself, so it is created already claimed (Pending, attempt 1). */
+  async startAdhocRun(req: CreateAdhocRunRequest, actor: StateCause): Promise<AdhocRunResponse> {
+    const flowId = await this.catalog.ensureFlow(req.flowName);
+    return this.ctx.db.transaction().execute(async (trx) => {
+      const { run } = await this.runs.createRun(
+        {
+          flowId,
+          deploymentId: null,
+          workPoolId: null,
+          workQueue: null,
+          priority: 0,
+          parameters: req.parameters ?? {},
+          maxRetries: 0,
+          retryDelaysMs: [],
+          scheduledFor: this.ctx.clock.now(),
+          triggerKind: 'adhoc',
+          triggeredBy: actor,
+          tags: req.tags ?? [],
+          idempotencyKey: null,
+          initial: { type: 'PENDING' },
+          attempt: 1,
+        },
+        trx,
+      );
+      await trx.updateTable('flow_runs').set({ claimed_at: iso(this.ctx.clock.now()) }).where('id', '=', run.id).execute();
+      const credential = await this.credentials.issue(trx, run.id, 1, null);
+      return { run: toFlowRun(run), credential };
+    });
+  }
+}
+
+export type { ServiceContext };

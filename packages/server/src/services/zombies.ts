@@ -1,0 +1,51 @@
+import { TesseraError } from '@tessera/core';
+import { iso } from '../lib/clock.js';
+import type { ServiceContext } from './context.js';
+import type { RunService } from './runs.js';
+
+/**
+ * Zombie detection: a run whose worker stopped heartbeating for `heartbeatTimeoutMs` is Crashed
+ * (and retried when it has retries left, by the retry rule). A Cancelling run of a dead worker is
+ * Cancelled: the process is gone, which is what the user asked for.
+ */
+export class ZombieDetector {
+  /** Heartbeats missed while this server was down do not count against workers. */
+  private readonly startedAt: number;
+
+  constructor(
+    private readonly ctx: ServiceContext,
+    private readonly runs: RunService,
+  ) {
+    this.startedAt = ctx.clock.now();
+  }
+
+  async tick(): Promise<number> {
+    const now = this.ctx.clock.now();
+    const cutoff = now - this.ctx.settings.heartbeatTimeoutMs;
+    if (cutoff < this.startedAt) return 0;
+    const rows = await this.ctx.db
+      .selectFrom('flow_runs as r')
+      .innerJoin('workers as w', 'w.id', 'r.worker_id')
+      .select(['r.id', 'r.state_type', 'w.name as worker_name', 'w.last_heartbeat_at'])
+      .where('r.state_type', 'in', ['PENDING', 'RUNNING', 'CANCELLING'])
+      .where('w.last_heartbeat_at', '<', iso(cutoff))
+      .limit(500)
+      .execute();
+    let n = 0;
+    for (const r of rows) {
+      const actor = { kind: 'server' as const, id: 'zombie-detector', label: 'zombie detector' };
+      const silence = `worker "${r.worker_name}" sent no heartbeat since ${r.last_heartbeat_at} (timeout ${this.ctx.settings.heartbeatTimeoutMs / 1000} s)`;
+      try {
+        if (r.state_type === 'CANCELLING') {
+          await this.runs.proposeState(r.id, { state: { type: 'CANCELLED', message: silence } }, actor);
+        } else {
+          await this.runs.proposeState(r.id, { state: { type: 'CRASHED', message: silence }, error: { name: 'WorkerLost', message: silence } }, actor);
+        }
+        n++;
+      } catch (e) {
+        if (!(e instanceof TesseraError) || e.code !== 'ERR_ILLEGAL_TRANSITION') throw e;
+      }
+    }
+    return n;
+  }
+}

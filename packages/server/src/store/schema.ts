@@ -1,0 +1,193 @@
+/**
+ * Table shapes as Kysely sees them. Portable types only: times are ISO-8601 UTC strings (they sort
+ * as text on every dialect), booleans are 0/1 integers, JSON is text.
+ */
+import type { Generated } from 'kysely';
+
+export interface WorkPoolTable {
+  id: string;
+  name: string;
+  description: string | null;
+  concurrency_limit: number | null;
+  paused: number;
+  created_at: string;
+}
+
+export interface WorkQueueTable {
+  id: string;
+  pool_id: string;
+  name: string;
+  priority: number;
+  concurrency_limit: number | null;
+  created_at: string;
+}
+
+export interface FlowTable {
+  id: string;
+  name: string;
+  created_at: string;
+}
+
+export interface DeploymentTable {
+  id: string;
+  name: string;
+  flow_id: string;
+  entrypoint: string;
+  path: string;
+  work_pool_id: string;
+  work_queue: string | null;
+  description: string | null;
+  parameters: string;
+  parameter_schema: string | null;
+  tags: string;
+  environment: string;
+  identity: string;
+  concurrency_limit: number | null;
+  retries: number;
+  retry_delays: string;
+  env: string;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface ScheduleTable {
+  id: string;
+  deployment_id: string;
+  /** Stable fingerprint of the schedule's definition, so redeploying keeps its id. */
+  fingerprint: string;
+  cron: string | null;
+  interval_ms: number | null;
+  anchor: string | null;
+  timezone: string;
+  active: number;
+  created_by: string;
+  created_at: string;
+}
+
+export interface FlowRunTable {
+  id: string;
+  name: string;
+  flow_id: string;
+  deployment_id: string | null;
+  work_pool_id: string | null;
+  work_queue: string | null;
+  priority: number;
+  state_type: string;
+  state_name: string;
+  state_message: string | null;
+  state_timestamp: string;
+  parameters: string;
+  attempt: number;
+  max_retries: number;
+  retry_delays: string;
+  expected_start_time: string;
+  next_scheduled_start_time: string | null;
+  start_time: string | null;
+  end_time: string | null;
+  worker_id: string | null;
+  claimed_at: string | null;
+  trigger_kind: string;
+  triggered_by: string;
+  result: string | null;
+  error: string | null;
+  tags: string;
+  idempotency_key: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface FlowRunStateTable {
+  id: Generated<number>;
+  flow_run_id: string;
+  attempt: number;
+  type: string;
+  name: string;
+  message: string | null;
+  timestamp: string;
+  cause: string;
+}
+
+export interface TaskRunTable {
+  id: string;
+  flow_run_id: string;
+  task_key: string;
+  name: string;
+  state_type: string;
+  state_name: string;
+  state_message: string | null;
+  state_timestamp: string;
+  attempt: number;
+  max_retries: number;
+  start_time: string | null;
+  end_time: string | null;
+  error: string | null;
+  created_at: string;
+}
+
+export interface LogTable {
+  id: Generated<number>;
+  flow_run_id: string;
+  task_run_id: string | null;
+  level: string;
+  message: string;
+  timestamp: string;
+}
+
+export interface WorkerTable {
+  id: string;
+  name: string;
+  pool_id: string;
+  last_heartbeat_at: string;
+  created_at: string;
+}
+
+export interface RunCredentialTable {
+  /** SHA-256 of the credential, hex. The credential itself is never stored. */
+  hash: string;
+  flow_run_id: string;
+  attempt: number;
+  worker_id: string | null;
+  created_at: string;
+  revoked_at: string | null;
+}
+
+export interface SigningKeyTable {
+  kid: string;
+  alg: string;
+  public_jwk: string;
+  created_at: string;
+  /** When this key may start signing (published before). */
+  activates_at: string;
+  /** When this key stopped signing; null while active. */
+  retired_at: string | null;
+  /** When this key can leave the JWKS: every token it signed has expired. */
+  expires_at: string | null;
+}
+
+export interface IssuedTokenTable {
+  jti: string;
+  flow_run_id: string;
+  attempt: number;
+  task_run_id: string | null;
+  aud: string;
+  sub: string;
+  kid: string;
+  issued_at: string;
+  expires_at: string;
+}
+
+export interface Database {
+  work_pools: WorkPoolTable;
+  work_queues: WorkQueueTable;
+  flows: FlowTable;
+  deployments: DeploymentTable;
+  schedules: ScheduleTable;
+  flow_runs: FlowRunTable;
+  flow_run_states: FlowRunStateTable;
+  task_runs: TaskRunTable;
+  logs: LogTable;
+  workers: WorkerTable;
+  run_credentials: RunCredentialTable;
+  signing_keys: SigningKeyTable;
+  issued_tokens: IssuedTokenTable;
+}
