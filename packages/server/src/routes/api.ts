@@ -41,9 +41,11 @@ export function registerApiRoutes(app: FastifyInstance, s: Services): void {
     summary: 'Worker long poll: heartbeat, claim due runs, receive cancellations',
     tags: ['workers'],
     body: S.workerPoll,
-    handler: async ({ params, body, request }) => {
+    handler: async ({ params, body, reply }) => {
+      // Stop waiting when the worker hangs up ('close' on the response, not the request: the
+      // request emits it as soon as its body is read).
       const abort = new AbortController();
-      request.raw.once('close', () => abort.abort());
+      reply.raw.once('close', () => abort.abort());
       return s.claims.poll(params.name as string, body as WorkerPollRequest, abort.signal);
     },
   });

@@ -1,0 +1,278 @@
+import { randomUUID } from 'node:crypto';
+import { type ApiClient, type DeploymentSpec, TesseraError } from '@tessera/core';
+import { createFakeClock, type FakeClock, startTestServer, type TestServer } from '@tessera/testing';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+async function expectCode(p: Promise<unknown>, code: string, status?: number): Promise<TesseraError> {
+  const e = await p.then(
+    () => {
+      throw new Error(`expected ${code}, but the call succeeded`);
+    },
+    (err: unknown) => err,
+  );
+  expect(e).toBeInstanceOf(TesseraError);
+  expect((e as TesseraError).code).toBe(code);
+  if (status) expect((e as TesseraError).status).toBe(status);
+  return e as TesseraError;
+}
+
+function spec(overrides: Partial<DeploymentSpec> = {}): DeploymentSpec {
+  return { name: 'etl', flowName: 'etl', entrypoint: 'flows.ts:etl', path: '/tmp', workPool: 'default', identity: { audiences: ['sts.amazonaws.com'] }, ...overrides };
+}
+
+async function claimOne(client: ApiClient, workerId = randomUUID(), pool = 'default') {
+  const res = await client.poll(pool, { workerId, workerName: 'w-test', capacity: 1, running: [], waitMs: 0 });
+  const claimed = res.runs[0];
+  if (!claimed) throw new Error('nothing claimed');
+  return { ...claimed, workerId, as: client.withToken(claimed.credential) };
+}
+
+describe('orchestration rules (real server, SQLite)', () => {
+  let server: TestServer;
+  let clock: FakeClock;
+  beforeEach(async () => {
+    clock = createFakeClock();
+    server = await startTestServer({ clock, backgroundServices: false });
+    await server.client.createWorkPool({ name: 'default' });
+  });
+  afterEach(async () => {
+    await server.close();
+  });
+
+  it('claims a due run with a credential bound to the run and its attempt', async () => {
+    await server.client.putDeployment(spec());
+    const run = await server.client.runDeployment('etl');
+    const c = await claimOne(server.client);
+    expect(c.run.id).toBe(run.id);
+    expect(c.run.state.type).toBe('PENDING');
+    expect(c.run.attempt).toBe(1);
+    expect(c.credential).toMatch(/^tsr_[A-Za-z0-9_-]{40,}$/);
+    expect(await c.as.getFlowRun(run.id)).toMatchObject({ id: run.id });
+  });
+
+  it('answers 409 with the reason for an illegal transition', async () => {
+    await server.client.putDeployment(spec());
+    const run = await server.client.runDeployment('etl');
+    const e = await expectCode(server.client.proposeState(run.id, { state: { type: 'COMPLETED' } }), 'ERR_ILLEGAL_TRANSITION', 409);
+    expect(e.message).toMatch(/Scheduled cannot become Completed/);
+    const c = await claimOne(server.client);
+    await c.as.proposeState(run.id, { state: { type: 'RUNNING' } });
+    await c.as.proposeState(run.id, { state: { type: 'COMPLETED' }, result: { rows: 3 } });
+    const e2 = await expectCode(server.client.proposeState(run.id, { state: { type: 'RUNNING' } }), 'ERR_ILLEGAL_TRANSITION', 409);
+    expect(e2.message).toMatch(/already Completed, a terminal state/);
+  });
+
+  it('records the cause of every transition', async () => {
+    await server.client.putDeployment(spec());
+    const run = await server.client.runDeployment('etl');
+    const c = await claimOne(server.client);
+    await c.as.proposeState(run.id, { state: { type: 'RUNNING' } });
+    await c.as.proposeState(run.id, { state: { type: 'COMPLETED' } });
+    const states = (await server.client.getFlowRunStates(run.id)).items;
+    expect(states.map((s) => [s.name, s.cause?.kind])).toEqual([
+      ['Scheduled', 'person'],
+      ['Pending', 'worker'],
+      ['Running', 'flow'],
+      ['Completed', 'flow'],
+    ]);
+  });
+
+  it('refuses the run credential once the run is terminal, and for other runs', async () => {
+    await server.client.putDeployment(spec());
+    const a = await server.client.runDeployment('etl');
+    const b = await server.client.runDeployment('etl');
+    const ca = await claimOne(server.client);
+    const cb = await claimOne(server.client);
+    const mine = ca.run.id === a.id ? ca : cb;
+    const other = mine === ca ? b : a;
+    await expectCode(mine.as.proposeState(other.id, { state: { type: 'RUNNING' } }), 'ERR_FORBIDDEN', 403);
+    await expectCode(mine.as.getFlowRun(other.id), 'ERR_FORBIDDEN', 403);
+    await expectCode(mine.as.listFlowRuns(), 'ERR_FORBIDDEN', 403);
+    await mine.as.proposeState(mine.run.id, { state: { type: 'RUNNING' } });
+    await mine.as.proposeState(mine.run.id, { state: { type: 'COMPLETED' } });
+    await expectCode(mine.as.issueIdentityToken({ audience: 'sts.amazonaws.com' }), 'ERR_CREDENTIAL_REVOKED', 401);
+    await expectCode(mine.as.getFlowRun(mine.run.id), 'ERR_CREDENTIAL_REVOKED', 401);
+    await expectCode(server.client.withToken('tsr_notarealcredentialnotarealcredential00').getFlowRun(a.id), 'ERR_CREDENTIAL_INVALID', 401);
+  });
+
+  it('retries a failed run with its retry delay, with a new attempt and a new credential', async () => {
+    await server.client.putDeployment(spec({ retries: 1, retryDelaysMs: [10_000] }));
+    const run = await server.client.runDeployment('etl');
+    const c1 = await claimOne(server.client);
+    await c1.as.proposeState(run.id, { state: { type: 'RUNNING' } });
+    const res = await c1.as.proposeState(run.id, { state: { type: 'FAILED' }, error: { name: 'Error', message: 'ECONNRESET' } });
+    expect(res.retryScheduled).toBe(true);
+    expect(res.run.state.name).toBe('AwaitingRetry');
+    expect((await server.client.poll('default', { workerId: randomUUID(), workerName: 'w', capacity: 1, running: [], waitMs: 0 })).runs).toHaveLength(0);
+    clock.advance(10_001);
+    const c2 = await claimOne(server.client);
+    expect(c2.run.attempt).toBe(2);
+    await expectCode(c1.as.proposeState(run.id, { state: { type: 'RUNNING' } }), 'ERR_CREDENTIAL_REVOKED', 401);
+    const r = await c2.as.proposeState(run.id, { state: { type: 'RUNNING' } });
+    expect(r.run.state.name).toBe('Retrying');
+    const final = await c2.as.proposeState(run.id, { state: { type: 'FAILED' }, error: { name: 'Error', message: 'again' } });
+    expect(final.run.state.type).toBe('FAILED');
+    expect(final.retryScheduled).toBeUndefined();
+  });
+
+  it('does not retry a run whose parameters are invalid', async () => {
+    await server.client.putDeployment(spec({ retries: 3 }));
+    const run = await server.client.runDeployment('etl');
+    const c = await claimOne(server.client);
+    const res = await c.as.proposeState(run.id, { state: { type: 'FAILED' }, error: { name: 'ValidationError', message: 'x', code: 'ERR_INVALID_PARAMETERS' } });
+    expect(res.run.state.type).toBe('FAILED');
+  });
+
+  it('cancels a scheduled run at once and a running one through Cancelling', async () => {
+    await server.client.putDeployment(spec());
+    const later = await server.client.runDeployment('etl', { scheduledFor: new Date(clock.now() + 60_000).toISOString() });
+    expect((await server.client.cancelFlowRun(later.id)).state.type).toBe('CANCELLED');
+    const run = await server.client.runDeployment('etl');
+    const c = await claimOne(server.client);
+    await c.as.proposeState(run.id, { state: { type: 'RUNNING' } });
+    expect((await server.client.cancelFlowRun(run.id.slice(0, 8))).state.type).toBe('CANCELLING');
+    const poll = await server.client.poll('default', { workerId: c.workerId, workerName: 'w', capacity: 0, running: [run.id], waitMs: 0 });
+    expect(poll.cancel).toEqual([run.id]);
+    await c.as.proposeState(run.id, { state: { type: 'CANCELLED' } });
+    await expectCode(server.client.cancelFlowRun(run.id), 'ERR_ILLEGAL_TRANSITION', 409).catch(async () => {
+      // Cancelling a cancelled run is a no-op, not an error.
+      expect((await server.client.getFlowRun(run.id)).state.type).toBe('CANCELLED');
+    });
+  });
+
+  it('honours pool and deployment concurrency limits', async () => {
+    await server.client.updateWorkPool('default', { concurrencyLimit: 3 });
+    await server.client.putDeployment(spec({ name: 'a', concurrencyLimit: 1 }));
+    await server.client.putDeployment(spec({ name: 'b' }));
+    for (let i = 0; i < 3; i++) await server.client.runDeployment('a');
+    for (let i = 0; i < 3; i++) await server.client.runDeployment('b');
+    const res = await server.client.poll('default', { workerId: randomUUID(), workerName: 'w', capacity: 10, running: [], waitMs: 0 });
+    expect(res.runs).toHaveLength(3);
+    expect(res.runs.filter((r) => r.run.deploymentName === 'a')).toHaveLength(1);
+    const more = await server.client.poll('default', { workerId: randomUUID(), workerName: 'w2', capacity: 10, running: [], waitMs: 0 });
+    expect(more.runs).toHaveLength(0);
+  });
+
+  it('marks a worker that stops heartbeating as dead: its run is Crashed, then retried', async () => {
+    await server.client.putDeployment(spec({ retries: 1 }));
+    const run = await server.client.runDeployment('etl');
+    const c = await claimOne(server.client);
+    await c.as.proposeState(run.id, { state: { type: 'RUNNING' } });
+    clock.advance(3_000);
+    await server.tick();
+    expect((await server.client.getFlowRun(run.id)).state.type).toBe('RUNNING');
+    clock.advance(2_000);
+    await server.tick();
+    const after = await server.client.getFlowRun(run.id);
+    expect(after.state.name).toBe('AwaitingRetry');
+    const names = (await server.client.getFlowRunStates(run.id)).items.map((s) => s.name);
+    expect(names.slice(-2)).toEqual(['Crashed', 'AwaitingRetry']);
+    // The dead worker comes back: it is told to forget the run, so it never runs it twice.
+    const poll = await server.client.poll('default', { workerId: c.workerId, workerName: 'w', capacity: 0, running: [run.id], waitMs: 0 });
+    expect(poll.forget).toEqual([run.id]);
+  });
+
+  it('gives back a claim its worker never acknowledges', async () => {
+    await server.client.putDeployment(spec());
+    const run = await server.client.runDeployment('etl');
+    const c = await claimOne(server.client);
+    clock.advance(6_000);
+    await server.client.poll('default', { workerId: c.workerId, workerName: 'w', capacity: 0, running: [], waitMs: 0 });
+    const after = await server.client.getFlowRun(run.id);
+    expect(after.state.type).toBe('SCHEDULED');
+    expect(after.attempt).toBe(0);
+  });
+
+  it('wakes a waiting worker as soon as a run becomes due', async () => {
+    await server.client.putDeployment(spec());
+    const started = Date.now();
+    const poll = server.client.poll('default', { workerId: randomUUID(), workerName: 'w', capacity: 1, running: [], waitMs: 20_000 });
+    await new Promise((r) => setTimeout(r, 100));
+    await server.client.runDeployment('etl');
+    const res = await poll;
+    expect(res.runs).toHaveLength(1);
+    expect(Date.now() - started).toBeLessThan(5_000);
+  });
+});
+
+describe('deployments and parameters', () => {
+  let server: TestServer;
+  beforeEach(async () => {
+    server = await startTestServer({ backgroundServices: false });
+    await server.client.createWorkPool({ name: 'default' });
+  });
+  afterEach(async () => server.close());
+
+  it('refuses a deployment on an unknown pool, naming it', async () => {
+    const e = await expectCode(server.client.putDeployment(spec({ workPool: 'gpu' })), 'ERR_UNKNOWN_POOL', 404);
+    expect(e.message).toContain('work pool "gpu" does not exist');
+    expect(e.message).toContain('tessera pools create gpu');
+  });
+
+  it('validates parameters against the flow schema with field-level errors', async () => {
+    await server.client.putDeployment(
+      spec({ parameterSchema: { type: 'object', properties: { date: { type: 'string' }, limit: { type: 'integer', minimum: 1 } }, required: ['date'], additionalProperties: false } }),
+    );
+    const e = await expectCode(server.client.runDeployment('etl', { parameters: { limit: 0, extra: 1 } }), 'ERR_INVALID_PARAMETERS', 422);
+    expect(e.message).toContain('date');
+    expect(e.message).toContain('limit');
+    expect(e.message).toContain('extra');
+    const ok = await server.client.runDeployment('etl', { parameters: { date: '2026-11-28', limit: 5 } });
+    expect(ok.parameters).toEqual({ date: '2026-11-28', limit: 5 });
+  });
+
+  it('names the field of a malformed request body', async () => {
+    const e = await expectCode(server.client.putDeployment({ ...spec(), entrypoint: 'no-export-here' }), 'ERR_VALIDATION', 400);
+    expect(e.message).toContain('entrypoint');
+  });
+
+  it('keeps the deployment id across redeploys', async () => {
+    const a = await server.client.putDeployment(spec());
+    const b = await server.client.putDeployment(spec({ description: 'changed' }));
+    expect(b.id).toBe(a.id);
+  });
+
+  it('refuses invalid cron expressions and time zones', async () => {
+    const e = await expectCode(server.client.putDeployment(spec({ schedules: [{ cron: '0 25 * * *' }] })), 'ERR_INVALID_SCHEDULE', 400);
+    expect(e.message).toContain('schedules[0].cron');
+    await expectCode(server.client.putDeployment(spec({ schedules: [{ cron: '0 2 * * *', timezone: 'Mars/Olympus' }] })), 'ERR_INVALID_SCHEDULE', 400);
+  });
+});
+
+describe('scheduler', () => {
+  it('creates upcoming runs once per slot, across ticks and restarts, and marks late runs', async () => {
+    const clock = createFakeClock('2026-11-28T12:00:30Z');
+    let server = await startTestServer({ clock, backgroundServices: false, settings: { scheduleHorizonMs: 5 * 60_000, maxScheduledRuns: 10, lateAfterMs: 15_000 } });
+    const home = server.home;
+    try {
+      await server.client.createWorkPool({ name: 'default' });
+      await server.client.putDeployment(spec({ schedules: [{ cron: '* * * * *' }] }));
+      await server.tick();
+      await server.tick();
+      let runs = (await server.client.listFlowRuns({ limit: 100 })).items;
+      expect(runs.map((r) => r.expectedStartTime).sort()).toEqual([
+        '2026-11-28T12:01:00.000Z',
+        '2026-11-28T12:02:00.000Z',
+        '2026-11-28T12:03:00.000Z',
+        '2026-11-28T12:04:00.000Z',
+        '2026-11-28T12:05:00.000Z',
+      ]);
+      expect(runs[0]?.triggerKind).toBe('schedule');
+      expect(runs[0]?.triggeredBy.kind).toBe('schedule');
+      await server.stop();
+      server = await startTestServer({ clock, home, backgroundServices: false, settings: { scheduleHorizonMs: 5 * 60_000, lateAfterMs: 15_000 } });
+      clock.advance(60_000);
+      await server.tick();
+      runs = (await server.client.listFlowRuns({ limit: 100 })).items;
+      const slots = runs.map((r) => r.expectedStartTime);
+      expect(new Set(slots).size).toBe(slots.length);
+      expect(slots).toContain('2026-11-28T12:06:00.000Z');
+      const late = runs.find((r) => r.expectedStartTime === '2026-11-28T12:01:00.000Z');
+      expect(late?.state.name).toBe('Late');
+    } finally {
+      await server.stop();
+      const { rmSync } = await import('node:fs');
+      rmSync(home, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,64 @@
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { createApiClient, type ApiClient } from '@tessera/core';
+import { type OrchestrationSettings, type RunningServer, type ServerOptions, startServer } from '@tessera/server';
+
+export interface TestServer extends RunningServer {
+  client: ApiClient;
+  home: string;
+  /** Every line the server logged (scan them for secrets). */
+  logs: string[];
+  /** Stops the server but keeps its data directory (restart tests). */
+  stop(): Promise<void>;
+  /** Stops the server and deletes its data. */
+  close(): Promise<void>;
+}
+
+/** Fast timings for tests. */
+export const TEST_SETTINGS: Partial<OrchestrationSettings> = {
+  heartbeatTimeoutMs: 4_000,
+  loopIntervalMs: 300,
+  lateAfterMs: 5_000,
+  lostClaimAfterMs: 5_000,
+};
+
+/** Starts a real server on 127.0.0.1 (ephemeral port) over a fresh SQLite file in a temp dir. */
+export async function startTestServer(options: Partial<ServerOptions> & { home?: string } = {}): Promise<TestServer> {
+  const home = options.home ?? mkdtempSync(join(tmpdir(), 'tessera-test-'));
+  mkdirSync(home, { recursive: true });
+  const logs: string[] = [];
+  const logStream = new Writable({
+    write(chunk, _enc, cb) {
+      logs.push(String(chunk));
+      cb();
+    },
+  });
+  const server = await startServer({
+    port: 0,
+    logLevel: 'info',
+    logStream,
+    ...options,
+    home,
+    settings: { ...TEST_SETTINGS, ...options.settings },
+  });
+  const client = createApiClient({ baseUrl: server.url });
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    await server.close();
+  };
+  return {
+    ...server,
+    client,
+    home,
+    logs,
+    stop,
+    async close() {
+      await stop();
+      if (!options.home) rmSync(home, { recursive: true, force: true });
+    },
+  };
+}
