@@ -1,0 +1,50 @@
+/** Longest line kept whole; a longer run of bytes without a newline is emitted in pieces. */
+const MAX_LINE = 64 * 1024;
+
+/** Splits a stream of text chunks into lines (without their `\n` or `\r\n`). */
+export class LineSplitter {
+  private buffer = '';
+  constructor(private readonly onLine: (line: string) => void) {}
+
+  push(chunk: string): void {
+    this.buffer += chunk;
+    let nl = this.buffer.indexOf('\n');
+    while (nl !== -1) {
+      this.emit(this.buffer.slice(0, nl));
+      this.buffer = this.buffer.slice(nl + 1);
+      nl = this.buffer.indexOf('\n');
+    }
+    while (this.buffer.length > MAX_LINE) {
+      this.emit(this.buffer.slice(0, MAX_LINE));
+      this.buffer = this.buffer.slice(MAX_LINE);
+    }
+  }
+
+  /** Emits what is left after the last newline. */
+  end(): void {
+    if (this.buffer.length > 0) this.emit(this.buffer);
+    this.buffer = '';
+  }
+
+  private emit(line: string): void {
+    this.onLine(line.endsWith('\r') ? line.slice(0, -1) : line);
+  }
+}
+
+/** Keeps the last `size` lines, each cut to `maxLineLength` characters. */
+export class LineTail {
+  private readonly lines: string[] = [];
+  constructor(
+    private readonly size: number,
+    private readonly maxLineLength = 500,
+  ) {}
+
+  push(line: string): void {
+    this.lines.push(line.length > this.maxLineLength ? `${line.slice(0, this.maxLineLength)}…` : line);
+    if (this.lines.length > this.size) this.lines.shift();
+  }
+
+  toArray(): string[] {
+    return [...this.lines];
+  }
+}

@@ -1,0 +1,49 @@
+import type { Duration } from '@tessera/core';
+import type { WorkerEvent } from './events.js';
+
+/** Where the worker writes its own messages. Messages never contain a credential. */
+export interface WorkerLogger {
+  info(message: string): void;
+  warn(message: string): void;
+  error(message: string): void;
+}
+
+/** Options for {@link createWorker}. Durations are milliseconds or strings such as `'10s'`. */
+export interface WorkerOptions {
+  /** Tessera server base URL, e.g. `http://127.0.0.1:4200`. Also given to flow processes as `TESSERA_API_URL`. */
+  apiUrl: string;
+  /** Work pool to claim runs from. */
+  pool: string;
+  /** Name shown in the UI and recorded on the runs. @default `${hostname}-${pid}` */
+  name?: string;
+  /** Most flow processes run at once. @default 8 */
+  concurrency?: number;
+  /** Longest the server may hold a poll open, waiting for a claimable run or a cancellation. @default 10_000 */
+  pollWaitMs?: Duration;
+  /** After SIGTERM, how long a cancelled flow process may take to exit before SIGKILL. @default 10_000 */
+  cancelGraceMs?: Duration;
+  /** How long to keep retrying a run's final report while the server is unreachable. @default 600_000 (10 min) */
+  serverRetryForMs?: Duration;
+  /**
+   * Module each flow process runs: a path, a `file:` URL or a package specifier.
+   * @default `import.meta.resolve('@tessera/sdk/run-flow')`
+   */
+  runnerModule?: string | URL;
+  /** Extra environment for every flow process; a deployment's own `env` wins over it. */
+  env?: Record<string, string>;
+  /** @default console (info → stdout, warn and error → stderr) */
+  logger?: WorkerLogger;
+  /** Receives every {@link WorkerEvent}; exceptions it throws are logged and ignored. */
+  onEvent?: (event: WorkerEvent) => void;
+  /** Where flow processes' output goes, each line prefixed `[run 7f3c] `. @default process.stdout and process.stderr */
+  output?: { stdout: NodeJS.WritableStream; stderr: NodeJS.WritableStream };
+}
+
+/** Options for {@link Worker.stop}. */
+export interface StopOptions {
+  /**
+   * How long to wait for running runs to finish; then they are stopped (SIGTERM, grace, SIGKILL)
+   * and reported CRASHED with "worker shut down". @default no limit (a second `stop()` call stops them)
+   */
+  timeoutMs?: Duration;
+}
