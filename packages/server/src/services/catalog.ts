@@ -16,6 +16,7 @@ import {
   type WorkQueue,
 } from '@tessera/core';
 import { Ajv2020, type ErrorObject } from 'ajv/dist/2020.js';
+import addFormatsModule from 'ajv-formats';
 import { Cron } from 'croner';
 import type { Kysely, Transaction } from 'kysely';
 import { iso } from '../lib/clock.js';
@@ -29,7 +30,7 @@ type Db = Kysely<Database> | Transaction<Database>;
 
 /** Work pools, queues, flows and deployments. */
 export class CatalogService {
-  private readonly ajv = new Ajv2020({ allErrors: true, strict: false, useDefaults: true });
+  private readonly ajv = createAjv();
 
   constructor(
     private readonly ctx: ServiceContext,
@@ -289,6 +290,15 @@ export class CatalogService {
       'ERR_INVALID_PARAMETERS',
     );
   }
+}
+
+// ajv-formats is CommonJS; its default export arrives wrapped under NodeNext.
+const addFormats = (addFormatsModule as unknown as { default?: typeof addFormatsModule }).default ?? addFormatsModule;
+
+function createAjv(): Ajv2020 {
+  const ajv = new Ajv2020({ allErrors: true, strict: false, useDefaults: true });
+  (addFormats as unknown as (a: Ajv2020) => void)(ajv);
+  return ajv;
 }
 
 function paramPath(e: ErrorObject): string {
