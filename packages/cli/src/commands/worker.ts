@@ -26,6 +26,7 @@ export interface WorkerFlags {
   concurrency?: number;
   name?: string;
   pollWait?: string;
+  cancelGrace?: string;
 }
 
 /** `tessera worker start`. */
@@ -38,6 +39,7 @@ export function registerWorkerCommands(program: Command, ctx: () => CliContext):
     .option('--concurrency <n>', 'most flow runs at once', parseIntOption('--concurrency', 1), 8)
     .option('--name <name>', 'worker name shown on runs (default: <hostname>-<pid>)')
     .option('--poll-wait <duration>', 'longest the server may hold a poll open, e.g. 10s')
+    .option('--cancel-grace <duration>', 'after SIGTERM, how long a cancelled flow process gets before SIGKILL (default 10s)')
     .addHelpText(
       'after',
       examples(
@@ -56,6 +58,7 @@ export function registerWorkerCommands(program: Command, ctx: () => CliContext):
         concurrency: opts.concurrency ?? 8,
         ...(opts.name !== undefined ? { name: opts.name } : {}),
         ...(opts.pollWait !== undefined ? { pollWaitMs: opts.pollWait } : {}),
+        ...(opts.cancelGrace !== undefined ? { cancelGraceMs: opts.cancelGrace } : {}),
         logger: createWorkerLogger(c.io.stderr, { style: c.errStyle, timeZone: c.timeZone }),
       });
       await w.start();
