@@ -1,5 +1,5 @@
-import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { flow, getLogger, identity } from '@tessera/sdk';
+import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { z } from 'zod';
 
 /**

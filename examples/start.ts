@@ -78,11 +78,32 @@ async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutM
 }
 
 // The dev server prints its own banner (server, worker, deployments).
-start([join(root, 'packages/cli/dist/bin.js'), 'dev', '--port', String(port), '--home', values.home as string, '--deploy', join(root, 'examples/tessera.yaml')], {}, 'tessera dev', true);
+start(
+  [
+    join(root, 'packages/cli/dist/bin.js'),
+    'dev',
+    '--port',
+    String(port),
+    '--home',
+    values.home as string,
+    '--deploy',
+    join(root, 'examples/tessera.yaml'),
+  ],
+  {},
+  'tessera dev',
+  true,
+);
 await until('the server', async () => ((await fetch(`${apiUrl}/readyz`)).ok ? true : undefined));
-start(['--import', 'tsx', join(root, 'examples/protected-api.ts')], { TESSERA_ISSUER: apiUrl, PORT: String(apiPort) }, 'protected-api', false);
+start(
+  ['--import', 'tsx', join(root, 'examples/protected-api.ts')],
+  { TESSERA_ISSUER: apiUrl, PORT: String(apiPort) },
+  'protected-api',
+  false,
+);
 await until('the protected API', async () => ((await fetch(`http://127.0.0.1:${apiPort}/`)).status === 401 ? true : undefined));
-await until('the example deployments', async () => ((await client.listDeployments()).items.some((d) => d.name === 'call-protected-api') ? true : undefined));
+await until('the example deployments', async () =>
+  (await client.listDeployments()).items.some((d) => d.name === 'call-protected-api') ? true : undefined,
+);
 
 const run = await client.runDeployment('call-protected-api', { parameters: { url: `http://127.0.0.1:${apiPort}/whoami` } });
 const started = Date.now();

@@ -6,7 +6,16 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { type DeploymentSpec, type FlowRun, isTerminal } from '@tessera/core';
-import { type BackgroundProcess, createTestProject, runCli, startCli, startTestServer, type TestProject, type TestServer, waitFor } from '@tessera/testing';
+import {
+  type BackgroundProcess,
+  createTestProject,
+  runCli,
+  startCli,
+  startTestServer,
+  type TestProject,
+  type TestServer,
+  waitFor,
+} from '@tessera/testing';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { FLOWS } from './fixtures.js';
@@ -18,13 +27,22 @@ let project: TestProject;
 const workers: BackgroundProcess[] = [];
 
 function startWorker(extra: string[] = []): BackgroundProcess {
-  const w = startCli(['worker', 'start', '--pool', 'default', '--poll-wait', '2s', '--cancel-grace', '3s', ...extra], { env: { TESSERA_API_URL: server.url } });
+  const w = startCli(['worker', 'start', '--pool', 'default', '--poll-wait', '2s', '--cancel-grace', '3s', ...extra], {
+    env: { TESSERA_API_URL: server.url },
+  });
   workers.push(w);
   return w;
 }
 
 function deploy(name: string, entry: string, extra: Partial<DeploymentSpec> = {}) {
-  return server.client.putDeployment({ name, flowName: name, entrypoint: `flows.ts:${entry}`, path: project.dir, workPool: 'default', ...extra });
+  return server.client.putDeployment({
+    name,
+    flowName: name,
+    entrypoint: `flows.ts:${entry}`,
+    path: project.dir,
+    workPool: 'default',
+    ...extra,
+  });
 }
 
 async function finished(id: string, timeoutMs = 30_000): Promise<FlowRun> {
@@ -100,7 +118,14 @@ describe('running flows end to end', () => {
     expect(first.triggerKind).toBe('schedule');
     const lateness = Date.parse(first.startTime as string) - Date.parse(first.expectedStartTime);
     expect(lateness).toBeLessThan(5_000);
-    await server.client.putDeployment({ name: 'every-2s', flowName: 'every-2s', entrypoint: 'flows.ts:ok', path: project.dir, workPool: 'default', schedules: [] });
+    await server.client.putDeployment({
+      name: 'every-2s',
+      flowName: 'every-2s',
+      entrypoint: 'flows.ts:ok',
+      path: project.dir,
+      workPool: 'default',
+      schedules: [],
+    });
   });
 
   it('cancels a running flow within the grace period', async () => {
@@ -190,7 +215,14 @@ describe('running flows end to end', () => {
     const ticks = (await server.client.listFlowRuns({ deployment: 'ticking', limit: 1000 })).items.map((r) => r.expectedStartTime);
     expect(ticks.length).toBeGreaterThan(2);
     expect(new Set(ticks).size).toBe(ticks.length);
-    await server.client.putDeployment({ name: 'ticking', flowName: 'ticking', entrypoint: 'flows.ts:ok', path: project.dir, workPool: 'default', schedules: [] });
+    await server.client.putDeployment({
+      name: 'ticking',
+      flowName: 'ticking',
+      entrypoint: 'flows.ts:ok',
+      path: project.dir,
+      workPool: 'default',
+      schedules: [],
+    });
   });
 });
 
@@ -205,7 +237,13 @@ describe('identity end to end', () => {
     const token = readFileSync(join(dir, 'token.jwt'), 'utf8');
     const jwks = createRemoteJWKSet(new URL(`${server.issuer}/.well-known/jwks.json`));
     const { payload } = await jwtVerify(token, jwks, { issuer: server.issuer, audience: 'vault.internal' });
-    expect(payload).toMatchObject({ sub: 'ws:default:deployment:tokened:env:staging', run_id: run.id, run_attempt: 1, deployment: 'tokened', flow: 'tokened' });
+    expect(payload).toMatchObject({
+      sub: 'ws:default:deployment:tokened:env:staging',
+      run_id: run.id,
+      run_attempt: 1,
+      deployment: 'tokened',
+      flow: 'tokened',
+    });
     const py = `
 import json, sys, urllib.request, jwt
 doc = json.load(urllib.request.urlopen(sys.argv[1] + "/.well-known/openid-configuration"))
@@ -236,4 +274,3 @@ print(json.dumps(jwt.decode(sys.argv[3], key.key, algorithms=["RS256"], audience
     expect(joined).not.toMatch(/tsr_[A-Za-z0-9_-]{20,}/);
   });
 });
-

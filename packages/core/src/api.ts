@@ -99,7 +99,8 @@ export interface DeploymentSpec {
   env?: Record<string, string>;
 }
 
-export interface Deployment extends Required<Omit<DeploymentSpec, 'schedules' | 'workQueue' | 'description' | 'parameterSchema' | 'concurrencyLimit'>> {
+export interface Deployment
+  extends Required<Omit<DeploymentSpec, 'schedules' | 'workQueue' | 'description' | 'parameterSchema' | 'concurrencyLimit'>> {
   /** Immutable id: survives renames and redeploys; never reused. */
   id: string;
   flowId: string;

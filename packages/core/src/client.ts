@@ -77,7 +77,13 @@ export class ApiClient {
 
   /** A copy of this client with another bearer token. */
   withToken(token: string | undefined): ApiClient {
-    return new ApiClient({ baseUrl: this.baseUrl, token, retryForMs: this.retryForMs, timeoutMs: this.timeoutMs, ...(this.onRetry ? { onRetry: this.onRetry } : {}) });
+    return new ApiClient({
+      baseUrl: this.baseUrl,
+      token,
+      retryForMs: this.retryForMs,
+      timeoutMs: this.timeoutMs,
+      ...(this.onRetry ? { onRetry: this.onRetry } : {}),
+    });
   }
 
   async request<T>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
@@ -109,7 +115,14 @@ export class ApiClient {
       } catch (e) {
         if (e instanceof TesseraError && !RETRY_STATUS.has(e.status)) throw e;
         if (options.signal?.aborted) throw e;
-        lastError = e instanceof TesseraError ? e : new TesseraError('ERR_SERVER_UNREACHABLE', `cannot reach the Tessera server at ${this.baseUrl} (${describeFetchError(e)}); is it running? Start one with \`tessera server start\` or \`tessera dev\`, or set TESSERA_API_URL`, { cause: e });
+        lastError =
+          e instanceof TesseraError
+            ? e
+            : new TesseraError(
+                'ERR_SERVER_UNREACHABLE',
+                `cannot reach the Tessera server at ${this.baseUrl} (${describeFetchError(e)}); is it running? Start one with \`tessera server start\` or \`tessera dev\`, or set TESSERA_API_URL`,
+                { cause: e },
+              );
       }
       const delay = Math.min(5000, 100 * 2 ** (attempt - 1)) * (0.75 + Math.random() * 0.5);
       if (Date.now() + delay > deadline) throw lastError;

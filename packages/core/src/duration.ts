@@ -21,7 +21,10 @@ const UNITS: Record<string, number> = {
 export function parseDuration(value: Duration, what = 'duration'): number {
   if (typeof value === 'number') {
     if (!Number.isFinite(value) || value < 0) {
-      throw new TesseraError('ERR_INVALID_DURATION', `${what}: ${value} is not a valid duration; use a non-negative number of milliseconds or a string like "10s"`);
+      throw new TesseraError(
+        'ERR_INVALID_DURATION',
+        `${what}: ${value} is not a valid duration; use a non-negative number of milliseconds or a string like "10s"`,
+      );
     }
     return value;
   }
@@ -35,7 +38,10 @@ export function parseDuration(value: Duration, what = 'duration'): number {
     matched += m[0].length;
   }
   if (matched === 0 || matched !== text.length) {
-    throw new TesseraError('ERR_INVALID_DURATION', `${what}: "${value}" is not a valid duration; use e.g. "500ms", "10s", "5m", "1h" or "1h30m"`);
+    throw new TesseraError(
+      'ERR_INVALID_DURATION',
+      `${what}: "${value}" is not a valid duration; use e.g. "500ms", "10s", "5m", "1h" or "1h30m"`,
+    );
   }
   return total;
 }

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { exportJWK, generateKeyPair, type CryptoKey, type JWK } from 'jose';
+import { type CryptoKey, exportJWK, generateKeyPair, type JWK } from 'jose';
 
 /** Signing algorithms the issuer supports. RS256 by default: every relying party accepts it. */
 export type SigningAlgorithm = 'RS256' | 'ES256';
@@ -18,7 +18,10 @@ export interface SigningKey {
  * operator reading a token header can tell which generation signed it.
  */
 export async function generateSigningKey(alg: SigningAlgorithm = 'RS256', now: Date = new Date()): Promise<SigningKey> {
-  const { privateKey, publicKey } = await generateKeyPair(alg, alg === 'RS256' ? { modulusLength: 2048, extractable: false } : { extractable: false });
+  const { privateKey, publicKey } = await generateKeyPair(
+    alg,
+    alg === 'RS256' ? { modulusLength: 2048, extractable: false } : { extractable: false },
+  );
   const publicJwk = await exportJWK(publicKey);
   const kid = `${now.toISOString().slice(0, 10)}-${randomBytes(3).toString('hex')}`;
   return {

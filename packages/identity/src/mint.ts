@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { SignJWT } from 'jose';
 import type { RunTokenClaims } from '@tessera/core';
+import { SignJWT } from 'jose';
 import type { SigningKey } from './keys.js';
 
 /** How far `nbf` is backdated, seconds: absorbs small clock differences at relying parties. */

@@ -4,8 +4,8 @@ import { TesseraError } from '@tessera/core';
 import { buildDiscoveryDocument } from '@tessera/identity';
 import Fastify, { type FastifyInstance, LogController } from 'fastify';
 import { sql } from 'kysely';
-import { type Principal, errorBody } from './routes/route.js';
 import { registerApiRoutes } from './routes/api.js';
+import { errorBody, type Principal } from './routes/route.js';
 import type { Services } from './services/index.js';
 
 export interface BuildAppOptions {
@@ -59,7 +59,11 @@ export async function buildApp(options: BuildAppOptions): Promise<FastifyInstanc
 
   await app.register(swagger, {
     openapi: {
-      info: { title: 'Tessera API', version: options.version, description: 'Workflow orchestration where every run carries its own OIDC identity.' },
+      info: {
+        title: 'Tessera API',
+        version: options.version,
+        description: 'Workflow orchestration where every run carries its own OIDC identity.',
+      },
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
     },
   });
@@ -73,17 +77,26 @@ export async function buildApp(options: BuildAppOptions): Promise<FastifyInstanc
     const { status, body } = errorBody(error);
     if (status >= 500) request.log.error({ err: error }, 'request failed');
     else request.log.debug({ code: body.code }, body.message);
-    if (status === 401) reply.header('www-authenticate', `Bearer error="invalid_token", error_description="${body.message.replace(/"/g, "'")}"`);
+    if (status === 401)
+      reply.header('www-authenticate', `Bearer error="invalid_token", error_description="${body.message.replace(/"/g, "'")}"`);
     reply.code(status).send(body);
   });
   app.setNotFoundHandler((request, reply) => {
-    reply.code(404).send({ error: 'NotFound', code: 'ERR_NOT_FOUND', message: `no route ${request.method} ${request.url.split('?')[0]}; the API is described at /docs` });
+    reply.code(404).send({
+      error: 'NotFound',
+      code: 'ERR_NOT_FOUND',
+      message: `no route ${request.method} ${request.url.split('?')[0]}; the API is described at /docs`,
+    });
   });
 
-  app.get('/.well-known/openid-configuration', { schema: { tags: ['identity'], summary: 'OpenID Provider metadata' } }, async (_req, reply) => {
-    reply.header('cache-control', 'public, max-age=300');
-    return buildDiscoveryDocument(s.issuer(), ['RS256', 'ES256'], RUN_TOKEN_CLAIMS);
-  });
+  app.get(
+    '/.well-known/openid-configuration',
+    { schema: { tags: ['identity'], summary: 'OpenID Provider metadata' } },
+    async (_req, reply) => {
+      reply.header('cache-control', 'public, max-age=300');
+      return buildDiscoveryDocument(s.issuer(), ['RS256', 'ES256'], RUN_TOKEN_CLAIMS);
+    },
+  );
   app.get('/.well-known/jwks.json', { schema: { tags: ['identity'], summary: 'Public signing keys (JWKS)' } }, async (_req, reply) => {
     // Short enough that a key published before it signs is seen by caches in time (see docs/identity.md).
     reply.header('cache-control', 'public, max-age=300');
@@ -124,9 +137,19 @@ async function authenticate(s: Services, header: string | undefined): Promise<Pr
 
 async function renderMetrics(s: Services): Promise<string> {
   const db = s.ctx.db;
-  const byState = await db.selectFrom('flow_runs').select(['state_type', (eb) => eb.fn.countAll<number>().as('n')]).groupBy('state_type').execute();
-  const tokens = await db.selectFrom('issued_tokens').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
-  const taskRuns = await db.selectFrom('task_runs').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+  const byState = await db
+    .selectFrom('flow_runs')
+    .select(['state_type', (eb) => eb.fn.countAll<number>().as('n')])
+    .groupBy('state_type')
+    .execute();
+  const tokens = await db
+    .selectFrom('issued_tokens')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .executeTakeFirstOrThrow();
+  const taskRuns = await db
+    .selectFrom('task_runs')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .executeTakeFirstOrThrow();
   const lines = [
     '# HELP tessera_flow_runs Flow runs by current state type.',
     '# TYPE tessera_flow_runs gauge',

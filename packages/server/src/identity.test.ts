@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
-import { type ApiClient, TesseraError } from '@tessera/core';
+import type { ApiClient, TesseraError } from '@tessera/core';
 import { startTestServer, type TestServer } from '@tessera/testing';
 import { createVerifier, VerificationError } from '@tessera/verify';
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
@@ -64,7 +64,10 @@ describe('run identity tokens', () => {
     const header = decodeProtectedHeader(token);
     expect(header).toMatchObject({ alg: 'RS256', typ: 'JWT', kid });
     const doc = (await (await fetch(`${server.url}/.well-known/openid-configuration`)).json()) as { jwks_uri: string; issuer: string };
-    const { payload } = await jwtVerify(token, createRemoteJWKSet(new URL(doc.jwks_uri)), { issuer: doc.issuer, audience: 'sts.amazonaws.com' });
+    const { payload } = await jwtVerify(token, createRemoteJWKSet(new URL(doc.jwks_uri)), {
+      issuer: doc.issuer,
+      audience: 'sts.amazonaws.com',
+    });
     expect(payload).toMatchObject({
       iss: server.issuer,
       sub: 'ws:default:deployment:nightly-etl:env:prod',
@@ -97,7 +100,9 @@ print(json.dumps(claims))
 `;
     const { stdout } = await run('/usr/bin/python3', ['-c', script, server.issuer, 'vault.internal', token]);
     expect(JSON.parse(stdout)).toMatchObject({ aud: 'vault.internal', run_id: runId });
-    const wrong = await run('/usr/bin/python3', ['-c', script, server.issuer, 'sts.amazonaws.com', token]).catch((e: { stderr: string }) => e);
+    const wrong = await run('/usr/bin/python3', ['-c', script, server.issuer, 'sts.amazonaws.com', token]).catch(
+      (e: { stderr: string }) => e,
+    );
     expect((wrong as { stderr: string }).stderr).toContain('InvalidAudienceError');
   });
 
@@ -109,7 +114,9 @@ print(json.dumps(claims))
     expect((e as VerificationError).reason).toBe('ERR_AUDIENCE_MISMATCH');
     expect((e as VerificationError).message).toContain('token aud "vault.internal"');
     expect(await createVerifier({ issuer: server.issuer, audience: 'vault.internal' }).verify(token)).toMatchObject({ run_id: runId });
-    const wrongIssuer = await createVerifier({ issuer: `${server.issuer}/`, audience: 'vault.internal' }).verify(token).catch((err: VerificationError) => err.reason);
+    const wrongIssuer = await createVerifier({ issuer: `${server.issuer}/`, audience: 'vault.internal' })
+      .verify(token)
+      .catch((err: VerificationError) => err.reason);
     expect(wrongIssuer).toBe('ERR_DISCOVERY_FAILED');
   });
 
@@ -137,7 +144,13 @@ print(json.dumps(claims))
 
   it('answers 429 once a run asks for too many tokens in a minute', async () => {
     const codes: string[] = [];
-    for (let i = 0; i < 25; i++) codes.push(await as.issueIdentityToken({ audience: 'vault.internal' }).then(() => 'ok', (e: TesseraError) => `${e.code}:${e.status}`));
+    for (let i = 0; i < 25; i++)
+      codes.push(
+        await as.issueIdentityToken({ audience: 'vault.internal' }).then(
+          () => 'ok',
+          (e: TesseraError) => `${e.code}:${e.status}`,
+        ),
+      );
     expect(codes).toContain('ERR_RATE_LIMITED:429');
   });
 });
@@ -147,7 +160,10 @@ describe('runs without a deployment', () => {
     const server = await startTestServer({ backgroundServices: false });
     try {
       const { credential } = await server.client.createAdhocRun({ flowName: 'scratch' });
-      const e = await server.client.withToken(credential).issueIdentityToken({ audience: 'x' }).catch((err: TesseraError) => err);
+      const e = await server.client
+        .withToken(credential)
+        .issueIdentityToken({ audience: 'x' })
+        .catch((err: TesseraError) => err);
       expect(e.code).toBe('ERR_NO_IDENTITY');
     } finally {
       await server.close();

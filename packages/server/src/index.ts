@@ -1,7 +1,7 @@
 export { buildApp, RUN_TOKEN_CLAIMS } from './app.js';
 export type { Clock } from './lib/clock.js';
+export { type RunningServer, resolveHome, type ServerOptions, startServer } from './server.js';
 export { DEFAULT_SETTINGS, type OrchestrationSettings } from './services/context.js';
 export { Services } from './services/index.js';
-export { type RunningServer, resolveHome, type ServerOptions, startServer } from './server.js';
-export { openStore, type OpenedStore, type StoreDialect } from './store/dialect.js';
+export { type OpenedStore, openStore, type StoreDialect } from './store/dialect.js';
 export { migrateToLatest } from './store/migrate.js';

@@ -17,7 +17,15 @@ async function expectCode(p: Promise<unknown>, code: string, status?: number): P
 }
 
 function spec(overrides: Partial<DeploymentSpec> = {}): DeploymentSpec {
-  return { name: 'etl', flowName: 'etl', entrypoint: 'flows.ts:etl', path: '/tmp', workPool: 'default', identity: { audiences: ['sts.amazonaws.com'] }, ...overrides };
+  return {
+    name: 'etl',
+    flowName: 'etl',
+    entrypoint: 'flows.ts:etl',
+    path: '/tmp',
+    workPool: 'default',
+    identity: { audiences: ['sts.amazonaws.com'] },
+    ...overrides,
+  };
 }
 
 async function claimOne(client: ApiClient, workerId = randomUUID(), pool = 'default') {
@@ -103,7 +111,9 @@ describe('orchestration rules (real server, SQLite)', () => {
     const res = await c1.as.proposeState(run.id, { state: { type: 'FAILED' }, error: { name: 'Error', message: 'ECONNRESET' } });
     expect(res.retryScheduled).toBe(true);
     expect(res.run.state.name).toBe('AwaitingRetry');
-    expect((await server.client.poll('default', { workerId: randomUUID(), workerName: 'w', capacity: 1, running: [], waitMs: 0 })).runs).toHaveLength(0);
+    expect(
+      (await server.client.poll('default', { workerId: randomUUID(), workerName: 'w', capacity: 1, running: [], waitMs: 0 })).runs,
+    ).toHaveLength(0);
     clock.advance(10_001);
     const c2 = await claimOne(server.client);
     expect(c2.run.attempt).toBe(2);
@@ -119,7 +129,10 @@ describe('orchestration rules (real server, SQLite)', () => {
     await server.client.putDeployment(spec({ retries: 3 }));
     const run = await server.client.runDeployment('etl');
     const c = await claimOne(server.client);
-    const res = await c.as.proposeState(run.id, { state: { type: 'FAILED' }, error: { name: 'ValidationError', message: 'x', code: 'ERR_INVALID_PARAMETERS' } });
+    const res = await c.as.proposeState(run.id, {
+      state: { type: 'FAILED' },
+      error: { name: 'ValidationError', message: 'x', code: 'ERR_INVALID_PARAMETERS' },
+    });
     expect(res.run.state.type).toBe('FAILED');
   });
 
@@ -211,7 +224,14 @@ describe('deployments and parameters', () => {
 
   it('validates parameters against the flow schema with field-level errors', async () => {
     await server.client.putDeployment(
-      spec({ parameterSchema: { type: 'object', properties: { date: { type: 'string' }, limit: { type: 'integer', minimum: 1 } }, required: ['date'], additionalProperties: false } }),
+      spec({
+        parameterSchema: {
+          type: 'object',
+          properties: { date: { type: 'string' }, limit: { type: 'integer', minimum: 1 } },
+          required: ['date'],
+          additionalProperties: false,
+        },
+      }),
     );
     const e = await expectCode(server.client.runDeployment('etl', { parameters: { limit: 0, extra: 1 } }), 'ERR_INVALID_PARAMETERS', 422);
     expect(e.message).toContain('date');
@@ -235,14 +255,22 @@ describe('deployments and parameters', () => {
   it('refuses invalid cron expressions and time zones', async () => {
     const e = await expectCode(server.client.putDeployment(spec({ schedules: [{ cron: '0 25 * * *' }] })), 'ERR_INVALID_SCHEDULE', 400);
     expect(e.message).toContain('schedules[0].cron');
-    await expectCode(server.client.putDeployment(spec({ schedules: [{ cron: '0 2 * * *', timezone: 'Mars/Olympus' }] })), 'ERR_INVALID_SCHEDULE', 400);
+    await expectCode(
+      server.client.putDeployment(spec({ schedules: [{ cron: '0 2 * * *', timezone: 'Mars/Olympus' }] })),
+      'ERR_INVALID_SCHEDULE',
+      400,
+    );
   });
 });
 
 describe('scheduler', () => {
   it('creates upcoming runs once per slot, across ticks and restarts, and marks late runs', async () => {
     const clock = createFakeClock('2026-11-28T12:00:30Z');
-    let server = await startTestServer({ clock, backgroundServices: false, settings: { scheduleHorizonMs: 5 * 60_000, maxScheduledRuns: 10, lateAfterMs: 15_000 } });
+    let server = await startTestServer({
+      clock,
+      backgroundServices: false,
+      settings: { scheduleHorizonMs: 5 * 60_000, maxScheduledRuns: 10, lateAfterMs: 15_000 },
+    });
     const home = server.home;
     try {
       await server.client.createWorkPool({ name: 'default' });
@@ -260,7 +288,12 @@ describe('scheduler', () => {
       expect(runs[0]?.triggerKind).toBe('schedule');
       expect(runs[0]?.triggeredBy.kind).toBe('schedule');
       await server.stop();
-      server = await startTestServer({ clock, home, backgroundServices: false, settings: { scheduleHorizonMs: 5 * 60_000, lateAfterMs: 15_000 } });
+      server = await startTestServer({
+        clock,
+        home,
+        backgroundServices: false,
+        settings: { scheduleHorizonMs: 5 * 60_000, lateAfterMs: 15_000 },
+      });
       clock.advance(60_000);
       await server.tick();
       runs = (await server.client.listFlowRuns({ limit: 100 })).items;

@@ -88,7 +88,12 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   let issuer = options.publicUrl?.replace(/\/+$/, '') ?? '';
   const services = new Services(ctx, () => issuer);
   await services.keys.start();
-  const app = await buildApp({ services, logLevel: options.logLevel ?? 'info', version: version(), ...(options.logStream ? { logStream: options.logStream } : {}) });
+  const app = await buildApp({
+    services,
+    logLevel: options.logLevel ?? 'info',
+    version: version(),
+    ...(options.logStream ? { logStream: options.logStream } : {}),
+  });
   let address: string;
   try {
     address = await app.listen({ host, port: options.port ?? 4200 });
@@ -96,7 +101,11 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     await store.db.destroy();
     const code = (e as { code?: string }).code;
     if (code === 'EADDRINUSE') {
-      throw new TesseraError('ERR_CONFIG', `port ${options.port ?? 4200} on ${host} is already in use; is another Tessera server running? Pick another with --port`, { cause: e });
+      throw new TesseraError(
+        'ERR_CONFIG',
+        `port ${options.port ?? 4200} on ${host} is already in use; is another Tessera server running? Pick another with --port`,
+        { cause: e },
+      );
     }
     throw e;
   }

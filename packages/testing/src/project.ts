@@ -45,7 +45,10 @@ export interface CliResult {
 }
 
 /** Runs the built `tessera` CLI to completion. */
-export function runCli(args: string[], options: { cwd?: string; env?: Record<string, string>; timeoutMs?: number } = {}): Promise<CliResult> {
+export function runCli(
+  args: string[],
+  options: { cwd?: string; env?: Record<string, string>; timeoutMs?: number } = {},
+): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI_BIN, ...args], {
       cwd: options.cwd ?? REPO_ROOT,
@@ -62,7 +65,9 @@ export function runCli(args: string[], options: { cwd?: string; env?: Record<str
     });
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`tessera ${args.join(' ')} did not finish in ${options.timeoutMs ?? 60_000} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
+      reject(
+        new Error(`tessera ${args.join(' ')} did not finish in ${options.timeoutMs ?? 60_000} ms\nstdout: ${stdout}\nstderr: ${stderr}`),
+      );
     }, options.timeoutMs ?? 60_000);
     child.on('close', (code) => {
       clearTimeout(timer);

@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { createApiClient, type ApiClient } from '@tessera/core';
+import { type ApiClient, createApiClient } from '@tessera/core';
 import { type OrchestrationSettings, type RunningServer, type ServerOptions, startServer } from '@tessera/server';
 
 export interface TestServer extends RunningServer {

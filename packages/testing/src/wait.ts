@@ -1,5 +1,8 @@
 /** Polls `fn` until it returns a truthy value or `timeoutMs` passes; the error names what was awaited. */
-export async function waitFor<T>(fn: () => Promise<T | undefined | null | false> | T | undefined | null | false, options: { timeoutMs?: number; intervalMs?: number; what?: string } = {}): Promise<T> {
+export async function waitFor<T>(
+  fn: () => Promise<T | undefined | null | false> | T | undefined | null | false,
+  options: { timeoutMs?: number; intervalMs?: number; what?: string } = {},
+): Promise<T> {
   const deadline = Date.now() + (options.timeoutMs ?? 20_000);
   let last: unknown;
   for (;;) {
@@ -10,7 +13,9 @@ export async function waitFor<T>(fn: () => Promise<T | undefined | null | false>
       last = e;
     }
     if (Date.now() > deadline) {
-      throw new Error(`timed out after ${options.timeoutMs ?? 20_000} ms waiting for ${options.what ?? 'condition'}${last ? ` (last error: ${(last as Error).message})` : ''}`);
+      throw new Error(
+        `timed out after ${options.timeoutMs ?? 20_000} ms waiting for ${options.what ?? 'condition'}${last ? ` (last error: ${(last as Error).message})` : ''}`,
+      );
     }
     await new Promise((r) => setTimeout(r, options.intervalMs ?? 50));
   }

@@ -2,14 +2,15 @@ import type { AdhocRunResponse, CreateAdhocRunRequest, StateCause, WorkerPollReq
 import { TesseraError } from '@tessera/core';
 import type { FastifyInstance } from 'fastify';
 import { iso } from '../lib/clock.js';
-import { toWorker } from '../store/rows.js';
 import type { Services } from '../services/index.js';
 import type { Actor } from '../services/runs.js';
+import { toWorker } from '../store/rows.js';
 import { type Principal, requireOwnRun, route } from './route.js';
 import * as S from './schemas.js';
 
 function actorOf(principal: Principal | null): Actor {
-  if (principal?.kind === 'run') return { kind: 'run', runId: principal.run.runId, attempt: principal.run.attempt, workerId: principal.run.workerId };
+  if (principal?.kind === 'run')
+    return { kind: 'run', runId: principal.run.runId, attempt: principal.run.attempt, workerId: principal.run.workerId };
   return { kind: 'person', id: 'local-admin', label: 'local admin' };
 }
 
@@ -27,11 +28,51 @@ function num(v: string | undefined): number | undefined {
 /** The REST API under /api. */
 export function registerApiRoutes(app: FastifyInstance, s: Services): void {
   // ── work pools ──
-  route(app, { method: 'POST', url: '/api/work-pools', access: 'user', summary: 'Create a work pool', tags: ['work pools'], body: S.createWorkPool, status: 201, handler: ({ body }) => s.catalog.createWorkPool(body) });
-  route(app, { method: 'GET', url: '/api/work-pools', access: 'user', summary: 'List work pools', tags: ['work pools'], handler: async () => ({ items: await s.catalog.listWorkPools() }) });
-  route(app, { method: 'GET', url: '/api/work-pools/:name', access: 'user', summary: 'Get a work pool', tags: ['work pools'], handler: ({ params }) => s.catalog.getWorkPool(params.name as string) });
-  route(app, { method: 'PATCH', url: '/api/work-pools/:name', access: 'user', summary: 'Update a work pool (limit, pause)', tags: ['work pools'], body: S.updateWorkPool, handler: ({ params, body }) => s.catalog.updateWorkPool(params.name as string, body) });
-  route(app, { method: 'POST', url: '/api/work-pools/:name/queues', access: 'user', summary: 'Create a work queue in a pool', tags: ['work pools'], body: S.createWorkQueue, status: 201, handler: ({ params, body }) => s.catalog.createWorkQueue(params.name as string, body) });
+  route(app, {
+    method: 'POST',
+    url: '/api/work-pools',
+    access: 'user',
+    summary: 'Create a work pool',
+    tags: ['work pools'],
+    body: S.createWorkPool,
+    status: 201,
+    handler: ({ body }) => s.catalog.createWorkPool(body),
+  });
+  route(app, {
+    method: 'GET',
+    url: '/api/work-pools',
+    access: 'user',
+    summary: 'List work pools',
+    tags: ['work pools'],
+    handler: async () => ({ items: await s.catalog.listWorkPools() }),
+  });
+  route(app, {
+    method: 'GET',
+    url: '/api/work-pools/:name',
+    access: 'user',
+    summary: 'Get a work pool',
+    tags: ['work pools'],
+    handler: ({ params }) => s.catalog.getWorkPool(params.name as string),
+  });
+  route(app, {
+    method: 'PATCH',
+    url: '/api/work-pools/:name',
+    access: 'user',
+    summary: 'Update a work pool (limit, pause)',
+    tags: ['work pools'],
+    body: S.updateWorkPool,
+    handler: ({ params, body }) => s.catalog.updateWorkPool(params.name as string, body),
+  });
+  route(app, {
+    method: 'POST',
+    url: '/api/work-pools/:name/queues',
+    access: 'user',
+    summary: 'Create a work queue in a pool',
+    tags: ['work pools'],
+    body: S.createWorkQueue,
+    status: 201,
+    handler: ({ params, body }) => s.catalog.createWorkQueue(params.name as string, body),
+  });
 
   // ── workers ──
   route(app, {
@@ -56,14 +97,28 @@ export function registerApiRoutes(app: FastifyInstance, s: Services): void {
     summary: 'List workers',
     tags: ['workers'],
     handler: async () => {
-      const rows = await s.ctx.db.selectFrom('workers as w').innerJoin('work_pools as p', 'p.id', 'w.pool_id').selectAll('w').select('p.name as pool_name').orderBy('w.last_heartbeat_at', 'desc').limit(500).execute();
+      const rows = await s.ctx.db
+        .selectFrom('workers as w')
+        .innerJoin('work_pools as p', 'p.id', 'w.pool_id')
+        .selectAll('w')
+        .select('p.name as pool_name')
+        .orderBy('w.last_heartbeat_at', 'desc')
+        .limit(500)
+        .execute();
       const offlineBefore = iso(s.ctx.clock.now() - s.ctx.settings.heartbeatTimeoutMs);
       return { items: rows.map((r) => toWorker(r, offlineBefore)) };
     },
   });
 
   // ── flows and deployments ──
-  route(app, { method: 'GET', url: '/api/flows', access: 'user', summary: 'List flows', tags: ['flows'], handler: async () => ({ items: await s.catalog.listFlows() }) });
+  route(app, {
+    method: 'GET',
+    url: '/api/flows',
+    access: 'user',
+    summary: 'List flows',
+    tags: ['flows'],
+    handler: async () => ({ items: await s.catalog.listFlows() }),
+  });
   route(app, {
     method: 'PUT',
     url: '/api/deployments/:name',
@@ -72,13 +127,37 @@ export function registerApiRoutes(app: FastifyInstance, s: Services): void {
     tags: ['deployments'],
     body: S.deploymentSpec,
     handler: ({ params, body, principal }) => {
-      if (body.name !== params.name) throw new TesseraError('ERR_VALIDATION', `name: "${body.name}" differs from the URL's "${params.name}"`, { details: { field: 'name' } });
+      if (body.name !== params.name)
+        throw new TesseraError('ERR_VALIDATION', `name: "${body.name}" differs from the URL's "${params.name}"`, {
+          details: { field: 'name' },
+        });
       return s.catalog.putDeployment(body, causeOf(principal));
     },
   });
-  route(app, { method: 'GET', url: '/api/deployments', access: 'user', summary: 'List deployments', tags: ['deployments'], handler: async () => ({ items: await s.catalog.listDeployments() }) });
-  route(app, { method: 'GET', url: '/api/deployments/:name', access: 'user', summary: 'Get a deployment', tags: ['deployments'], handler: ({ params }) => s.catalog.getDeployment(params.name as string) });
-  route(app, { method: 'DELETE', url: '/api/deployments/:name', access: 'user', summary: 'Delete a deployment and its future scheduled runs', tags: ['deployments'], handler: async ({ params }) => void (await s.catalog.deleteDeployment(params.name as string)) });
+  route(app, {
+    method: 'GET',
+    url: '/api/deployments',
+    access: 'user',
+    summary: 'List deployments',
+    tags: ['deployments'],
+    handler: async () => ({ items: await s.catalog.listDeployments() }),
+  });
+  route(app, {
+    method: 'GET',
+    url: '/api/deployments/:name',
+    access: 'user',
+    summary: 'Get a deployment',
+    tags: ['deployments'],
+    handler: ({ params }) => s.catalog.getDeployment(params.name as string),
+  });
+  route(app, {
+    method: 'DELETE',
+    url: '/api/deployments/:name',
+    access: 'user',
+    summary: 'Delete a deployment and its future scheduled runs',
+    tags: ['deployments'],
+    handler: async ({ params }) => void (await s.catalog.deleteDeployment(params.name as string)),
+  });
   route(app, {
     method: 'POST',
     url: '/api/deployments/:name/runs',
@@ -109,7 +188,13 @@ export function registerApiRoutes(app: FastifyInstance, s: Services): void {
     tags: ['flow runs'],
     handler: async ({ query }) => {
       const limit = num(query.limit);
-      return { items: await s.runs.listRuns({ ...(query.state ? { state: query.state } : {}), ...(query.deployment ? { deployment: query.deployment } : {}), ...(limit !== undefined ? { limit } : {}) }) };
+      return {
+        items: await s.runs.listRuns({
+          ...(query.state ? { state: query.state } : {}),
+          ...(query.deployment ? { deployment: query.deployment } : {}),
+          ...(limit !== undefined ? { limit } : {}),
+        }),
+      };
     },
   });
   route(app, {
@@ -144,7 +229,14 @@ export function registerApiRoutes(app: FastifyInstance, s: Services): void {
       return s.runs.proposeState(params.id as string, body, actorOf(principal));
     },
   });
-  route(app, { method: 'POST', url: '/api/flow-runs/:id/cancel', access: 'user', summary: 'Cancel a run', tags: ['flow runs'], handler: ({ params, principal }) => s.runs.cancel(params.id as string, actorOf(principal)) });
+  route(app, {
+    method: 'POST',
+    url: '/api/flow-runs/:id/cancel',
+    access: 'user',
+    summary: 'Cancel a run',
+    tags: ['flow runs'],
+    handler: ({ params, principal }) => s.runs.cancel(params.id as string, actorOf(principal)),
+  });
   route(app, {
     method: 'GET',
     url: '/api/flow-runs/:id/task-runs',
@@ -159,7 +251,9 @@ export function registerApiRoutes(app: FastifyInstance, s: Services): void {
     access: 'user',
     summary: "A run's log lines (secrets masked)",
     tags: ['flow runs'],
-    handler: async ({ params, query }) => ({ items: await s.taskRuns.logs((await s.runs.getRun(params.id as string)).id, num(query.afterId) ?? 0, num(query.limit) ?? 1000) }),
+    handler: async ({ params, query }) => ({
+      items: await s.taskRuns.logs((await s.runs.getRun(params.id as string)).id, num(query.afterId) ?? 0, num(query.limit) ?? 1000),
+    }),
   });
 
   // ── reports from the flow process ──
@@ -170,7 +264,9 @@ export function registerApiRoutes(app: FastifyInstance, s: Services): void {
     summary: 'Report task-run state changes in a batch',
     tags: ['flow runs'],
     body: S.taskRunEvents,
-    handler: async ({ body, principal }) => ({ accepted: await s.taskRuns.applyEvents((principal as Extract<Principal, { kind: 'run' }>).run.runId, body.events) }),
+    handler: async ({ body, principal }) => ({
+      accepted: await s.taskRuns.applyEvents((principal as Extract<Principal, { kind: 'run' }>).run.runId, body.events),
+    }),
   });
   route(app, {
     method: 'POST',
@@ -179,7 +275,9 @@ export function registerApiRoutes(app: FastifyInstance, s: Services): void {
     summary: 'Send log lines in a batch',
     tags: ['flow runs'],
     body: S.logs,
-    handler: async ({ body, principal }) => ({ accepted: await s.taskRuns.appendLogs((principal as Extract<Principal, { kind: 'run' }>).run.runId, body.entries) }),
+    handler: async ({ body, principal }) => ({
+      accepted: await s.taskRuns.appendLogs((principal as Extract<Principal, { kind: 'run' }>).run.runId, body.entries),
+    }),
   });
 
   // ── identity ──

@@ -86,7 +86,10 @@ function authorize(access: Access, principal: Principal | null): void {
     throw new TesseraError('ERR_FORBIDDEN', 'this endpoint is for flow runs: call it from inside a run with its run credential');
   }
   if ((access === 'user' || access === 'worker') && principal.kind === 'run') {
-    throw new TesseraError('ERR_FORBIDDEN', 'a run credential can only act for its own run (its state, task runs, logs and identity tokens)');
+    throw new TesseraError(
+      'ERR_FORBIDDEN',
+      'a run credential can only act for its own run (its state, task runs, logs and identity tokens)',
+    );
   }
 }
 
@@ -102,7 +105,17 @@ export function errorBody(error: unknown): { status: number; body: ApiErrorBody 
   if (error instanceof TesseraError) return { status: error.status, body: error.toJSON() };
   const fe = error as { statusCode?: number; code?: string; message?: string };
   if (fe.statusCode && fe.statusCode < 500) {
-    return { status: fe.statusCode, body: { error: 'RequestError', code: fe.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' ? 'ERR_VALIDATION' : 'ERR_VALIDATION', message: fe.message ?? 'bad request' } };
+    return {
+      status: fe.statusCode,
+      body: {
+        error: 'RequestError',
+        code: fe.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' ? 'ERR_VALIDATION' : 'ERR_VALIDATION',
+        message: fe.message ?? 'bad request',
+      },
+    };
   }
-  return { status: 500, body: { error: 'InternalError', code: 'ERR_INTERNAL', message: 'internal server error; the server log has the details' } };
+  return {
+    status: 500,
+    body: { error: 'InternalError', code: 'ERR_INTERNAL', message: 'internal server error; the server log has the details' },
+  };
 }

@@ -2,17 +2,30 @@
 import { STATE_TYPES } from '@tessera/core';
 import { z } from 'zod';
 
-const name = z.string().min(1).max(200).regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'use letters, digits, ".", "_" and "-", starting with a letter or digit');
+const name = z
+  .string()
+  .min(1)
+  .max(200)
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'use letters, digits, ".", "_" and "-", starting with a letter or digit');
 const limit = z.number().int().min(0).nullable().optional();
 const json = z.record(z.string(), z.unknown());
 
 export const createWorkPool = z.object({ name, description: z.string().max(2000).optional(), concurrencyLimit: limit }).strict();
-export const updateWorkPool = z.object({ description: z.string().max(2000).nullable().optional(), concurrencyLimit: limit, paused: z.boolean().optional() }).strict();
+export const updateWorkPool = z
+  .object({ description: z.string().max(2000).nullable().optional(), concurrencyLimit: limit, paused: z.boolean().optional() })
+  .strict();
 export const createWorkQueue = z.object({ name, priority: z.number().int().optional(), concurrencyLimit: limit }).strict();
 
 const schedule = z.union([
   z.object({ cron: z.string().min(1).max(200), timezone: z.string().optional(), active: z.boolean().optional() }).strict(),
-  z.object({ interval: z.number().int().positive(), anchor: z.string().optional(), timezone: z.string().optional(), active: z.boolean().optional() }).strict(),
+  z
+    .object({
+      interval: z.number().int().positive(),
+      anchor: z.string().optional(),
+      timezone: z.string().optional(),
+      active: z.boolean().optional(),
+    })
+    .strict(),
 ]);
 
 export const deploymentSpec = z
@@ -28,11 +41,21 @@ export const deploymentSpec = z
     parameterSchema: json.nullable().optional(),
     tags: z.array(z.string().max(100)).max(50).optional(),
     schedules: z.array(schedule).max(20).optional(),
-    environment: z.string().min(1).max(64).regex(/^[A-Za-z0-9._-]+$/).optional(),
+    environment: z
+      .string()
+      .min(1)
+      .max(64)
+      .regex(/^[A-Za-z0-9._-]+$/)
+      .optional(),
     identity: z
       .object({
         audiences: z.array(z.string().min(1).max(500)).max(50),
-        maxLifetimeMs: z.number().int().min(60_000).max(24 * 3_600_000).optional(),
+        maxLifetimeMs: z
+          .number()
+          .int()
+          .min(60_000)
+          .max(24 * 3_600_000)
+          .optional(),
       })
       .strict()
       .optional(),
@@ -44,7 +67,12 @@ export const deploymentSpec = z
   .strict();
 
 export const createRun = z
-  .object({ parameters: json.optional(), scheduledFor: z.string().optional(), idempotencyKey: z.string().min(1).max(200).optional(), tags: z.array(z.string()).optional() })
+  .object({
+    parameters: json.optional(),
+    scheduledFor: z.string().optional(),
+    idempotencyKey: z.string().min(1).max(200).optional(),
+    tags: z.array(z.string()).optional(),
+  })
   .strict();
 
 export const createAdhocRun = z
@@ -61,7 +89,9 @@ const runError = z.object({ name: z.string(), message: z.string(), stack: z.stri
 
 export const proposeState = z
   .object({
-    state: z.object({ type: z.enum(STATE_TYPES), name: z.string().max(64).optional(), message: z.string().max(10_000).optional() }).strict(),
+    state: z
+      .object({ type: z.enum(STATE_TYPES), name: z.string().max(64).optional(), message: z.string().max(10_000).optional() })
+      .strict(),
     result: z.unknown().optional(),
     error: runError.optional(),
     scheduledFor: z.string().optional(),

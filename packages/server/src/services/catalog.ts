@@ -45,9 +45,19 @@ export class CatalogService {
     await this.ctx.db.transaction().execute(async (trx) => {
       await trx
         .insertInto('work_pools')
-        .values({ id, name: req.name, description: req.description ?? null, concurrency_limit: req.concurrencyLimit ?? null, paused: 0, created_at: now })
+        .values({
+          id,
+          name: req.name,
+          description: req.description ?? null,
+          concurrency_limit: req.concurrencyLimit ?? null,
+          paused: 0,
+          created_at: now,
+        })
         .execute();
-      await trx.insertInto('work_queues').values({ id: randomUUID(), pool_id: id, name: 'default', priority: 0, concurrency_limit: null, created_at: now }).execute();
+      await trx
+        .insertInto('work_queues')
+        .values({ id: randomUUID(), pool_id: id, name: 'default', priority: 0, concurrency_limit: null, created_at: now })
+        .execute();
     });
     return this.getWorkPool(req.name);
   }
@@ -106,7 +116,8 @@ export class CatalogService {
 
   async createWorkQueue(poolName: string, req: CreateWorkQueueRequest): Promise<WorkQueue> {
     const pool = await this.getWorkPool(poolName);
-    if (pool.queues?.some((q) => q.name === req.name)) throw new TesseraError('ERR_CONFLICT', `work queue "${req.name}" already exists in pool "${poolName}"`);
+    if (pool.queues?.some((q) => q.name === req.name))
+      throw new TesseraError('ERR_CONFLICT', `work queue "${req.name}" already exists in pool "${poolName}"`);
     const row = {
       id: randomUUID(),
       pool_id: pool.id,
@@ -148,7 +159,10 @@ export class CatalogService {
   async getDeployment(name: string, db: Db = this.ctx.db): Promise<Deployment> {
     const row = await this.selectDeployments(db).where('d.name', '=', name).executeTakeFirst();
     if (!row) {
-      throw new TesseraError('ERR_UNKNOWN_DEPLOYMENT', `deployment "${name}" does not exist; list deployments with \`tessera deployments ls\` or create it with \`tessera deploy\``);
+      throw new TesseraError(
+        'ERR_UNKNOWN_DEPLOYMENT',
+        `deployment "${name}" does not exist; list deployments with \`tessera deployments ls\` or create it with \`tessera deploy\``,
+      );
     }
     const schedules = await db.selectFrom('schedules').selectAll().where('deployment_id', '=', row.id).orderBy('created_at').execute();
     return toDeployment(row, schedules);
@@ -167,16 +181,22 @@ export class CatalogService {
   async putDeployment(spec: DeploymentSpec, actor: StateCause): Promise<Deployment> {
     const pool = await this.getWorkPool(spec.workPool);
     if (spec.workQueue && !pool.queues?.some((q) => q.name === spec.workQueue)) {
-      throw new TesseraError('ERR_VALIDATION', `workQueue: pool "${spec.workPool}" has no queue "${spec.workQueue}" (queues: ${pool.queues?.map((q) => q.name).join(', ')})`, {
-        details: { field: 'workQueue' },
-      });
+      throw new TesseraError(
+        'ERR_VALIDATION',
+        `workQueue: pool "${spec.workPool}" has no queue "${spec.workQueue}" (queues: ${pool.queues?.map((q) => q.name).join(', ')})`,
+        {
+          details: { field: 'workQueue' },
+        },
+      );
     }
     const schedules = (spec.schedules ?? []).map((s, i) => normaliseSchedule(s, `schedules[${i}]`));
     if (spec.parameterSchema) {
       try {
         this.ajv.compile(spec.parameterSchema);
       } catch (e) {
-        throw new TesseraError('ERR_VALIDATION', `parameterSchema: not a valid JSON Schema: ${(e as Error).message}`, { details: { field: 'parameterSchema' } });
+        throw new TesseraError('ERR_VALIDATION', `parameterSchema: not a valid JSON Schema: ${(e as Error).message}`, {
+          details: { field: 'parameterSchema' },
+        });
       }
       this.validateParameters(spec.name, spec.parameterSchema, spec.parameters ?? {}, { partial: true });
     }
@@ -195,7 +215,10 @@ export class CatalogService {
         parameter_schema: spec.parameterSchema ? toJson(spec.parameterSchema) : null,
         tags: toJson(spec.tags ?? []),
         environment: spec.environment ?? 'dev',
-        identity: toJson({ audiences: spec.identity?.audiences ?? [], ...(spec.identity?.maxLifetimeMs ? { maxLifetimeMs: spec.identity.maxLifetimeMs } : {}) }),
+        identity: toJson({
+          audiences: spec.identity?.audiences ?? [],
+          ...(spec.identity?.maxLifetimeMs ? { maxLifetimeMs: spec.identity.maxLifetimeMs } : {}),
+        }),
         concurrency_limit: spec.concurrencyLimit ?? null,
         retries: spec.retries ?? 0,
         retry_delays: toJson(spec.retryDelaysMs ?? []),
@@ -208,7 +231,10 @@ export class CatalogService {
         await trx.updateTable('deployments').set(values).where('id', '=', id).execute();
       } else {
         id = randomUUID();
-        await trx.insertInto('deployments').values({ id, name: spec.name, created_at: now, ...values }).execute();
+        await trx
+          .insertInto('deployments')
+          .values({ id, name: spec.name, created_at: now, ...values })
+          .execute();
       }
       const current = await trx.selectFrom('schedules').selectAll().where('deployment_id', '=', id).execute();
       const wanted = new Set(schedules.map((s) => s.fingerprint));
@@ -227,7 +253,11 @@ export class CatalogService {
       for (const s of schedules) {
         const found = current.find((c) => c.fingerprint === s.fingerprint);
         if (found) {
-          await trx.updateTable('schedules').set({ active: s.active ? 1 : 0 }).where('id', '=', found.id).execute();
+          await trx
+            .updateTable('schedules')
+            .set({ active: s.active ? 1 : 0 })
+            .where('id', '=', found.id)
+            .execute();
         } else {
           await trx
             .insertInto('schedules')
@@ -243,7 +273,12 @@ export class CatalogService {
   async deleteDeployment(name: string): Promise<void> {
     const dep = await this.getDeployment(name);
     await this.ctx.db.transaction().execute(async (trx) => {
-      await trx.deleteFrom('flow_runs').where('deployment_id', '=', dep.id).where('state_type', '=', 'SCHEDULED').where('attempt', '=', 0).execute();
+      await trx
+        .deleteFrom('flow_runs')
+        .where('deployment_id', '=', dep.id)
+        .where('state_type', '=', 'SCHEDULED')
+        .where('attempt', '=', 0)
+        .execute();
       await trx.deleteFrom('schedules').where('deployment_id', '=', dep.id).execute();
       await trx.deleteFrom('deployments').where('id', '=', dep.id).execute();
     });
@@ -256,10 +291,18 @@ export class CatalogService {
     if (dep.parameterSchema) this.validateParameters(dep.name, dep.parameterSchema, parameters);
     const pool = await this.ctx.db.selectFrom('work_pools').select('id').where('name', '=', dep.workPool).executeTakeFirstOrThrow();
     const queue = dep.workQueue
-      ? await this.ctx.db.selectFrom('work_queues').select('priority').where('pool_id', '=', pool.id).where('name', '=', dep.workQueue).executeTakeFirst()
+      ? await this.ctx.db
+          .selectFrom('work_queues')
+          .select('priority')
+          .where('pool_id', '=', pool.id)
+          .where('name', '=', dep.workQueue)
+          .executeTakeFirst()
       : undefined;
     const scheduledFor = req.scheduledFor ? Date.parse(req.scheduledFor) : this.ctx.clock.now();
-    if (Number.isNaN(scheduledFor)) throw new TesseraError('ERR_VALIDATION', `scheduledFor: "${req.scheduledFor}" is not an ISO-8601 time`, { details: { field: 'scheduledFor' } });
+    if (Number.isNaN(scheduledFor))
+      throw new TesseraError('ERR_VALIDATION', `scheduledFor: "${req.scheduledFor}" is not an ISO-8601 time`, {
+        details: { field: 'scheduledFor' },
+      });
     const { run } = await this.runs.createRun({
       flowId: dep.flowId,
       deploymentId: dep.id,
@@ -279,7 +322,12 @@ export class CatalogService {
   }
 
   /** Validates parameters against the flow's JSON Schema; every failing field is named. */
-  validateParameters(deployment: string, schema: Record<string, unknown>, parameters: Record<string, unknown>, options: { partial?: boolean } = {}): void {
+  validateParameters(
+    deployment: string,
+    schema: Record<string, unknown>,
+    parameters: Record<string, unknown>,
+    options: { partial?: boolean } = {},
+  ): void {
     const effective = options.partial ? { ...schema, required: [] } : schema;
     const validate = this.ajv.compile(effective);
     if (validate(structuredClone(parameters))) return;
@@ -304,7 +352,8 @@ function createAjv(): Ajv2020 {
 function paramPath(e: ErrorObject): string {
   const base = e.instancePath.replace(/^\//, '').replace(/\//g, '.');
   if (e.keyword === 'required') return [base, (e.params as { missingProperty: string }).missingProperty].filter(Boolean).join('.');
-  if (e.keyword === 'additionalProperties') return [base, (e.params as { additionalProperty: string }).additionalProperty].filter(Boolean).join('.');
+  if (e.keyword === 'additionalProperties')
+    return [base, (e.params as { additionalProperty: string }).additionalProperty].filter(Boolean).join('.');
   return base || '(parameters)';
 }
 
@@ -323,28 +372,53 @@ export function normaliseSchedule(s: ScheduleSpec, where: string): NormalisedSch
   try {
     new Intl.DateTimeFormat('en', { timeZone: timezone });
   } catch {
-    throw new TesseraError('ERR_INVALID_SCHEDULE', `${where}.timezone: "${timezone}" is not a known IANA time zone (e.g. "Europe/Paris", "UTC")`, { details: { field: `${where}.timezone` } });
+    throw new TesseraError(
+      'ERR_INVALID_SCHEDULE',
+      `${where}.timezone: "${timezone}" is not a known IANA time zone (e.g. "Europe/Paris", "UTC")`,
+      { details: { field: `${where}.timezone` } },
+    );
   }
   if ('cron' in s) {
     try {
       new Cron(s.cron, { timezone, paused: true });
     } catch (e) {
-      throw new TesseraError('ERR_INVALID_SCHEDULE', `${where}.cron: "${s.cron}" is not a valid cron expression (${(e as Error).message})`, { details: { field: `${where}.cron` } });
+      throw new TesseraError(
+        'ERR_INVALID_SCHEDULE',
+        `${where}.cron: "${s.cron}" is not a valid cron expression (${(e as Error).message})`,
+        { details: { field: `${where}.cron` } },
+      );
     }
-    return { fingerprint: fingerprint(['cron', s.cron, timezone]), cron: s.cron, interval_ms: null, anchor: null, timezone, active: s.active ?? true };
+    return {
+      fingerprint: fingerprint(['cron', s.cron, timezone]),
+      cron: s.cron,
+      interval_ms: null,
+      anchor: null,
+      timezone,
+      active: s.active ?? true,
+    };
   }
   if (!Number.isFinite(s.interval) || s.interval < 1000) {
-    throw new TesseraError('ERR_INVALID_SCHEDULE', `${where}.interval: ${s.interval} ms is too short; the minimum is 1 s`, { details: { field: `${where}.interval` } });
+    throw new TesseraError('ERR_INVALID_SCHEDULE', `${where}.interval: ${s.interval} ms is too short; the minimum is 1 s`, {
+      details: { field: `${where}.interval` },
+    });
   }
   const anchor = s.anchor ?? '2020-01-01T00:00:00.000Z';
   if (Number.isNaN(Date.parse(anchor))) {
-    throw new TesseraError('ERR_INVALID_SCHEDULE', `${where}.anchor: "${anchor}" is not an ISO-8601 time`, { details: { field: `${where}.anchor` } });
+    throw new TesseraError('ERR_INVALID_SCHEDULE', `${where}.anchor: "${anchor}" is not an ISO-8601 time`, {
+      details: { field: `${where}.anchor` },
+    });
   }
   const anchorIso = new Date(anchor).toISOString();
-  return { fingerprint: fingerprint(['interval', String(s.interval), anchorIso, timezone]), cron: null, interval_ms: s.interval, anchor: anchorIso, timezone, active: s.active ?? true };
+  return {
+    fingerprint: fingerprint(['interval', String(s.interval), anchorIso, timezone]),
+    cron: null,
+    interval_ms: s.interval,
+    anchor: anchorIso,
+    timezone,
+    active: s.active ?? true,
+  };
 }
 
 function fingerprint(parts: string[]): string {
   return createHash('sha256').update(parts.join('\u0000')).digest('hex').slice(0, 32);
 }
-

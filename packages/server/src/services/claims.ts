@@ -24,7 +24,11 @@ export class ClaimService {
 
   async poll(poolName: string, req: WorkerPollRequest, signal?: AbortSignal): Promise<WorkerPollResponse> {
     const pool = await this.ctx.db.selectFrom('work_pools').selectAll().where('name', '=', poolName).executeTakeFirst();
-    if (!pool) throw new TesseraError('ERR_UNKNOWN_POOL', `work pool "${poolName}" does not exist; create it with \`tessera pools create ${poolName}\``);
+    if (!pool)
+      throw new TesseraError(
+        'ERR_UNKNOWN_POOL',
+        `work pool "${poolName}" does not exist; create it with \`tessera pools create ${poolName}\``,
+      );
     const waitMs = Math.min(Math.max(req.waitMs ?? 10_000, 0), this.ctx.settings.maxPollWaitMs);
     const deadline = this.ctx.clock.now() + waitMs;
     await this.heartbeat(pool.id, req);
@@ -60,7 +64,11 @@ export class ClaimService {
     const cancel: string[] = [];
     const forget: string[] = [];
     if (req.running.length > 0) {
-      const rows = await this.ctx.db.selectFrom('flow_runs').select(['id', 'state_type', 'worker_id']).where('id', 'in', req.running).execute();
+      const rows = await this.ctx.db
+        .selectFrom('flow_runs')
+        .select(['id', 'state_type', 'worker_id'])
+        .where('id', 'in', req.running)
+        .execute();
       const byId = new Map(rows.map((r) => [r.id, r]));
       for (const id of req.running) {
         const r = byId.get(id);
@@ -80,13 +88,24 @@ export class ClaimService {
       const cause = { kind: 'server' as const, id: 'lost-run', label: 'worker does not know this run' };
       try {
         if (r.state_type === 'PENDING') {
-          await this.runs.proposeState(r.id, { state: { type: 'SCHEDULED' }, scheduledFor: iso(this.ctx.clock.now()) }, { kind: 'server', id: cause.id, label: cause.label });
+          await this.runs.proposeState(
+            r.id,
+            { state: { type: 'SCHEDULED' }, scheduledFor: iso(this.ctx.clock.now()) },
+            { kind: 'server', id: cause.id, label: cause.label },
+          );
         } else if (r.state_type === 'CANCELLING') {
-          await this.runs.proposeState(r.id, { state: { type: 'CANCELLED', message: 'its worker no longer runs it' } }, { kind: 'server', id: cause.id, label: cause.label });
+          await this.runs.proposeState(
+            r.id,
+            { state: { type: 'CANCELLED', message: 'its worker no longer runs it' } },
+            { kind: 'server', id: cause.id, label: cause.label },
+          );
         } else {
           await this.runs.proposeState(
             r.id,
-            { state: { type: 'CRASHED', message: 'its worker no longer runs it (worker restarted or lost track of the process)' }, error: { name: 'Crashed', message: 'worker lost track of the flow process' } },
+            {
+              state: { type: 'CRASHED', message: 'its worker no longer runs it (worker restarted or lost track of the process)' },
+              error: { name: 'Crashed', message: 'worker lost track of the flow process' },
+            },
             { kind: 'server', id: cause.id, label: cause.label },
           );
         }
@@ -141,7 +160,11 @@ export class ClaimService {
         .execute();
       const deploymentActive = new Map<string, number>();
       const queueActive = new Map<string, number>();
-      const limits = await this.limitsFor(trx, poolId, candidates.map((c) => c.deployment_id).filter((d): d is string => d !== null));
+      const limits = await this.limitsFor(
+        trx,
+        poolId,
+        candidates.map((c) => c.deployment_id).filter((d): d is string => d !== null),
+      );
       for (const run of candidates) {
         if (budget <= 0) break;
         if (run.deployment_id) {
@@ -187,11 +210,25 @@ export class ClaimService {
       }
     });
     if (claimed.length === 0) return [];
-    const rows = (await this.runs.selectRuns().where('r.id', 'in', claimed.map((c) => c.id)).execute()) as FlowRunRow[];
+    const rows = (await this.runs
+      .selectRuns()
+      .where(
+        'r.id',
+        'in',
+        claimed.map((c) => c.id),
+      )
+      .execute()) as FlowRunRow[];
     const deployments = await this.ctx.db
       .selectFrom('deployments')
       .select(['id', 'entrypoint', 'path', 'env'])
-      .where('id', 'in', rows.map((r) => r.deployment_id ?? '').filter(Boolean).concat(['']))
+      .where(
+        'id',
+        'in',
+        rows
+          .map((r) => r.deployment_id ?? '')
+          .filter(Boolean)
+          .concat(['']),
+      )
       .execute();
     const depById = new Map(deployments.map((d) => [d.id, d]));
     return claimed.map(({ id, credential }) => {

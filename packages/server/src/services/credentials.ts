@@ -32,7 +32,14 @@ export class CredentialService {
     const secret = RUN_CREDENTIAL_PREFIX + randomBytes(32).toString('base64url');
     await db
       .insertInto('run_credentials')
-      .values({ hash: hashCredential(secret), flow_run_id: runId, attempt, worker_id: workerId, created_at: iso(this.ctx.clock.now()), revoked_at: null })
+      .values({
+        hash: hashCredential(secret),
+        flow_run_id: runId,
+        attempt,
+        worker_id: workerId,
+        created_at: iso(this.ctx.clock.now()),
+        revoked_at: null,
+      })
       .execute();
     return secret;
   }
@@ -49,12 +56,20 @@ export class CredentialService {
       throw new TesseraError('ERR_CREDENTIAL_INVALID', 'the run credential is not valid: it was never issued by this server');
     }
     if (row.revoked_at) {
-      throw new TesseraError('ERR_CREDENTIAL_REVOKED', `the run credential was revoked at ${row.revoked_at}: the run's attempt ${row.attempt} has ended`);
+      throw new TesseraError(
+        'ERR_CREDENTIAL_REVOKED',
+        `the run credential was revoked at ${row.revoked_at}: the run's attempt ${row.attempt} has ended`,
+      );
     }
     return { runId: row.flow_run_id, attempt: row.attempt, workerId: row.worker_id, hash: hash.slice(0, 12) };
   }
 
   async revokeForRun(db: Db, runId: string): Promise<void> {
-    await db.updateTable('run_credentials').set({ revoked_at: iso(this.ctx.clock.now()) }).where('flow_run_id', '=', runId).where('revoked_at', 'is', null).execute();
+    await db
+      .updateTable('run_credentials')
+      .set({ revoked_at: iso(this.ctx.clock.now()) })
+      .where('flow_run_id', '=', runId)
+      .where('revoked_at', 'is', null)
+      .execute();
   }
 }

@@ -63,7 +63,11 @@ export class Services {
         },
         trx,
       );
-      await trx.updateTable('flow_runs').set({ claimed_at: iso(this.ctx.clock.now()) }).where('id', '=', run.id).execute();
+      await trx
+        .updateTable('flow_runs')
+        .set({ claimed_at: iso(this.ctx.clock.now()) })
+        .where('id', '=', run.id)
+        .execute();
       const credential = await this.credentials.issue(trx, run.id, 1, null);
       return { run: toFlowRun(run), credential };
     });

@@ -21,7 +21,15 @@ export class KeyManager {
     const now = iso(this.ctx.clock.now());
     await this.ctx.db
       .insertInto('signing_keys')
-      .values({ kid: key.kid, alg: key.alg, public_jwk: JSON.stringify(key.publicJwk), created_at: now, activates_at: now, retired_at: null, expires_at: null })
+      .values({
+        kid: key.kid,
+        alg: key.alg,
+        public_jwk: JSON.stringify(key.publicJwk),
+        created_at: now,
+        activates_at: now,
+        retired_at: null,
+        expires_at: null,
+      })
       .execute();
     this.active = key;
   }

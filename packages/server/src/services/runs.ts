@@ -8,10 +8,10 @@ import {
   type ProposeStateResponse,
   type RunError,
   STATE_NAMES,
-  SUB_STATES,
   type StateCause,
   type StateHistoryEntry,
   type StateType,
+  SUB_STATES,
   TesseraError,
   type TriggerKind,
 } from '@tessera/core';
@@ -79,7 +79,10 @@ export class RunService {
       const rows = (await this.selectRuns().where('r.id', 'like', `${idOrPrefix.toLowerCase()}%`).limit(2).execute()) as FlowRunRow[];
       if (rows.length === 1) return toFlowRun(rows[0] as FlowRunRow);
       if (rows.length > 1) {
-        throw new TesseraError('ERR_CONFLICT', `run id prefix "${idOrPrefix}" is ambiguous (matches ${rows.map((r) => r.id.slice(0, 12)).join(', ')}…); give more characters`);
+        throw new TesseraError(
+          'ERR_CONFLICT',
+          `run id prefix "${idOrPrefix}" is ambiguous (matches ${rows.map((r) => r.id.slice(0, 12)).join(', ')}…); give more characters`,
+        );
       }
     }
     throw new TesseraError('ERR_RUN_NOT_FOUND', `no flow run with id "${idOrPrefix}"; list runs with \`tessera runs ls\``);
@@ -92,7 +95,11 @@ export class RunService {
       q = q.where((eb) => eb.or([eb('r.state_type', '=', wanted), eb('r.state_name', '=', filter.state as string)]));
     }
     if (filter.deployment) q = q.where('d.name', '=', filter.deployment);
-    const rows = (await q.orderBy('r.created_at', 'desc').orderBy('r.id').limit(Math.min(filter.limit ?? 50, 1000)).execute()) as FlowRunRow[];
+    const rows = (await q
+      .orderBy('r.created_at', 'desc')
+      .orderBy('r.id')
+      .limit(Math.min(filter.limit ?? 50, 1000))
+      .execute()) as FlowRunRow[];
     return rows.map(toFlowRun);
   }
 
@@ -154,7 +161,15 @@ export class RunService {
     }
     await db
       .insertInto('flow_run_states')
-      .values({ flow_run_id: id, attempt: spec.attempt ?? 0, type: initial.type, name: stateName, message: null, timestamp: iso(now), cause: toJson(spec.triggeredBy) })
+      .values({
+        flow_run_id: id,
+        attempt: spec.attempt ?? 0,
+        type: initial.type,
+        name: stateName,
+        message: null,
+        timestamp: iso(now),
+        cause: toJson(spec.triggeredBy),
+      })
       .execute();
     if (initial.type === 'SCHEDULED' && spec.workPoolId && spec.scheduledFor <= now) this.ctx.wakeups.poolChanged(spec.workPoolId);
     return { run: (await this.getRunRow(id, db)) as FlowRunRow, created: true };
@@ -196,7 +211,12 @@ export class RunService {
       .execute();
     if (isTerminal(to.type)) {
       // The run credential dies with the attempt: nothing can act for this run any more.
-      await db.updateTable('run_credentials').set({ revoked_at: now }).where('flow_run_id', '=', run.id).where('revoked_at', 'is', null).execute();
+      await db
+        .updateTable('run_credentials')
+        .set({ revoked_at: now })
+        .where('flow_run_id', '=', run.id)
+        .where('revoked_at', 'is', null)
+        .execute();
     }
     return true;
   }
@@ -228,7 +248,10 @@ export class RunService {
     if (actor.kind === 'run') {
       if (actor.runId !== run.id) throw new TesseraError('ERR_FORBIDDEN', 'this run credential belongs to another run');
       if (actor.attempt !== run.attempt) {
-        throw new TesseraError('ERR_CREDENTIAL_REVOKED', `this run credential is for attempt ${actor.attempt}; the run is now on attempt ${run.attempt}`);
+        throw new TesseraError(
+          'ERR_CREDENTIAL_REVOKED',
+          `this run credential is for attempt ${actor.attempt}; the run is now on attempt ${run.attempt}`,
+        );
       }
     }
     const from = run.state_type as StateType;
@@ -253,7 +276,10 @@ export class RunService {
     if (to === 'COMPLETED') {
       const result = toJson(req.result ?? null);
       if (result.length > MAX_RESULT_BYTES) {
-        throw new TesseraError('ERR_VALIDATION', `result: the flow's return value is ${result.length} bytes as JSON; the limit is ${MAX_RESULT_BYTES}. Store large results elsewhere and return a reference.`);
+        throw new TesseraError(
+          'ERR_VALIDATION',
+          `result: the flow's return value is ${result.length} bytes as JSON; the limit is ${MAX_RESULT_BYTES}. Store large results elsewhere and return a reference.`,
+        );
       }
       patch.result = result;
       patch.error = null;
@@ -272,7 +298,12 @@ export class RunService {
 
     if (!(await this.writeTransition(trx, run, { type: to, name: stateName, message }, cause, patch))) return 'retry';
     if (to === 'SCHEDULED' && from === 'PENDING') {
-      await trx.updateTable('run_credentials').set({ revoked_at: iso(now) }).where('flow_run_id', '=', run.id).where('revoked_at', 'is', null).execute();
+      await trx
+        .updateTable('run_credentials')
+        .set({ revoked_at: iso(now) })
+        .where('flow_run_id', '=', run.id)
+        .where('revoked_at', 'is', null)
+        .execute();
     }
 
     let retryScheduled = false;
@@ -283,7 +314,10 @@ export class RunService {
     }
     if (to === 'SCHEDULED' && run.work_pool_id) wakePool = run.work_pool_id;
     const updated = (await this.getRunRow(run.id, trx)) as FlowRunRow;
-    return { response: { status: 'ACCEPT', run: toFlowRun(updated), ...(retryScheduled ? { retryScheduled } : {}) }, ...(wakePool ? { wakePool } : {}) };
+    return {
+      response: { status: 'ACCEPT', run: toFlowRun(updated), ...(retryScheduled ? { retryScheduled } : {}) },
+      ...(wakePool ? { wakePool } : {}),
+    };
   }
 
   /**
@@ -301,7 +335,11 @@ export class RunService {
     const ok = await this.writeTransition(
       db,
       run,
-      { type: 'SCHEDULED', name: 'AwaitingRetry', message: `retry ${run.attempt} of ${run.max_retries}${delay ? ` in ${Math.round(delay / 100) / 10} s` : ''}` },
+      {
+        type: 'SCHEDULED',
+        name: 'AwaitingRetry',
+        message: `retry ${run.attempt} of ${run.max_retries}${delay ? ` in ${Math.round(delay / 100) / 10} s` : ''}`,
+      },
       { kind: 'server', id: 'retry-rule', label: 'retry rule' },
       { next_scheduled_start_time: iso(due), worker_id: null, claimed_at: null, end_time: null },
     );
@@ -317,13 +355,18 @@ export class RunService {
         const from = run.state_type as StateType;
         if (from === 'CANCELLING' || from === 'CANCELLED') return { run };
         if (isTerminal(from)) {
-          throw new IllegalTransitionError(`run ${run.id.slice(0, 8)} is already ${run.state_name}; there is nothing to cancel`, { from, to: 'CANCELLED' });
+          throw new IllegalTransitionError(`run ${run.id.slice(0, 8)} is already ${run.state_name}; there is nothing to cancel`, {
+            from,
+            to: 'CANCELLED',
+          });
         }
         const cause = causeOf(actor, run, 'CANCELLING');
         const startedOrClaimed = from === 'PENDING' || from === 'RUNNING';
         const to: StateType = startedOrClaimed && (run.worker_id || run.trigger_kind === 'adhoc') ? 'CANCELLING' : 'CANCELLED';
-        const patch: Updateable<FlowRunTable> = to === 'CANCELLED' ? { end_time: iso(this.ctx.clock.now()), next_scheduled_start_time: null } : {};
-        if (!(await this.writeTransition(trx, run, { type: to, name: STATE_NAMES[to], message: 'cancel requested' }, cause, patch))) return 'retry' as const;
+        const patch: Updateable<FlowRunTable> =
+          to === 'CANCELLED' ? { end_time: iso(this.ctx.clock.now()), next_scheduled_start_time: null } : {};
+        if (!(await this.writeTransition(trx, run, { type: to, name: STATE_NAMES[to], message: 'cancel requested' }, cause, patch)))
+          return 'retry' as const;
         return { run: (await this.getRunRow(id, trx)) as FlowRunRow, worker: to === 'CANCELLING' ? run.worker_id : null };
       });
       if (out !== 'retry') {
@@ -340,7 +383,13 @@ function normaliseStateName(type: StateType, name: string | undefined): string {
   if (name === STATE_NAMES[type]) return name;
   const sub = (SUB_STATES as Record<string, StateType>)[name];
   if (sub === type) return name;
-  throw new TesseraError('ERR_VALIDATION', `state.name: "${name}" is not a state of type ${type}; use "${STATE_NAMES[type]}"${Object.entries(SUB_STATES).filter(([, t]) => t === type).map(([n]) => ` or "${n}"`).join('')}`);
+  throw new TesseraError(
+    'ERR_VALIDATION',
+    `state.name: "${name}" is not a state of type ${type}; use "${STATE_NAMES[type]}"${Object.entries(SUB_STATES)
+      .filter(([, t]) => t === type)
+      .map(([n]) => ` or "${n}"`)
+      .join('')}`,
+  );
 }
 
 /** Who a transition is attributed to, for the history. */

@@ -1,5 +1,5 @@
-import { Cron } from 'croner';
 import type { StateCause } from '@tessera/core';
+import { Cron } from 'croner';
 import { iso } from '../lib/clock.js';
 import { fromJson } from '../lib/json.js';
 import type { ServiceContext } from './context.js';
@@ -48,7 +48,12 @@ export class Scheduler {
         .executeTakeFirstOrThrow();
       const room = Math.max(0, this.ctx.settings.maxScheduledRuns - Number(upcoming.n));
       const queue = s.work_queue
-        ? await this.ctx.db.selectFrom('work_queues').select('priority').where('pool_id', '=', s.work_pool_id).where('name', '=', s.work_queue).executeTakeFirst()
+        ? await this.ctx.db
+            .selectFrom('work_queues')
+            .select('priority')
+            .where('pool_id', '=', s.work_pool_id)
+            .where('name', '=', s.work_queue)
+            .executeTakeFirst()
         : undefined;
       const creator = fromJson<StateCause | null>(s.created_by, null);
       const triggeredBy: StateCause = {
@@ -91,7 +96,12 @@ export class Scheduler {
       .execute();
     let n = 0;
     for (const run of rows) {
-      const ok = await this.runs.writeTransition(this.ctx.db, run, { type: 'SCHEDULED', name: 'Late', message: 'not started on time: is a worker polling this pool?' }, { kind: 'server', id: 'late-runs', label: 'late-run rule' });
+      const ok = await this.runs.writeTransition(
+        this.ctx.db,
+        run,
+        { type: 'SCHEDULED', name: 'Late', message: 'not started on time: is a worker polling this pool?' },
+        { kind: 'server', id: 'late-runs', label: 'late-run rule' },
+      );
       if (ok) n++;
     }
     return n;

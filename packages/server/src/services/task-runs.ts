@@ -24,13 +24,21 @@ export class TaskRunService {
    */
   async applyEvents(runId: string, events: TaskRunEvent[]): Promise<number> {
     for (const e of events) {
-      if (e.flowRunId !== runId) throw new TesseraError('ERR_FORBIDDEN', `task run ${e.taskRunId} belongs to run ${e.flowRunId}, not to the run this credential is for`);
+      if (e.flowRunId !== runId)
+        throw new TesseraError(
+          'ERR_FORBIDDEN',
+          `task run ${e.taskRunId} belongs to run ${e.flowRunId}, not to the run this credential is for`,
+        );
     }
     await this.ctx.db.transaction().execute(async (trx) => {
       const ids = [...new Set(events.map((e) => e.taskRunId))];
       const current = new Map<string, { state_type: string; flow_run_id: string; start_time: string | null }>();
       for (let i = 0; i < ids.length; i += 500) {
-        const rows = await trx.selectFrom('task_runs').select(['id', 'state_type', 'flow_run_id', 'start_time']).where('id', 'in', ids.slice(i, i + 500)).execute();
+        const rows = await trx
+          .selectFrom('task_runs')
+          .select(['id', 'state_type', 'flow_run_id', 'start_time'])
+          .where('id', 'in', ids.slice(i, i + 500))
+          .execute();
         for (const r of rows) current.set(r.id, r);
       }
       for (const e of events) {
@@ -87,7 +95,14 @@ export class TaskRunService {
   }
 
   async list(runId: string): Promise<TaskRun[]> {
-    const rows = await this.ctx.db.selectFrom('task_runs').selectAll().where('flow_run_id', '=', runId).orderBy('created_at').orderBy('id').limit(10_000).execute();
+    const rows = await this.ctx.db
+      .selectFrom('task_runs')
+      .selectAll()
+      .where('flow_run_id', '=', runId)
+      .orderBy('created_at')
+      .orderBy('id')
+      .limit(10_000)
+      .execute();
     return rows.map(toTaskRun);
   }
 
@@ -95,7 +110,8 @@ export class TaskRunService {
   async appendLogs(runId: string, entries: LogEntry[]): Promise<number> {
     if (entries.length === 0) return 0;
     for (const e of entries) {
-      if (e.flowRunId !== runId) throw new TesseraError('ERR_FORBIDDEN', 'log lines may only be sent for the run this credential belongs to');
+      if (e.flowRunId !== runId)
+        throw new TesseraError('ERR_FORBIDDEN', 'log lines may only be sent for the run this credential belongs to');
     }
     const now = iso(this.ctx.clock.now());
     for (let i = 0; i < entries.length; i += 200) {
@@ -124,6 +140,13 @@ export class TaskRunService {
       .orderBy('id')
       .limit(Math.min(limit, 5000))
       .execute();
-    return rows.map((r) => ({ id: Number(r.id), flowRunId: r.flow_run_id, taskRunId: r.task_run_id, level: r.level as LogEntry['level'], message: r.message, timestamp: r.timestamp }));
+    return rows.map((r) => ({
+      id: Number(r.id),
+      flowRunId: r.flow_run_id,
+      taskRunId: r.task_run_id,
+      level: r.level as LogEntry['level'],
+      message: r.message,
+      timestamp: r.timestamp,
+    }));
   }
 }

@@ -34,9 +34,13 @@ export class TokenService {
   async issue(principal: RunCredentialPrincipal, req: IdentityTokenRequest): Promise<IdentityTokenResponse> {
     const audience = typeof req.audience === 'string' ? req.audience.trim() : '';
     if (!audience) {
-      throw new TesseraError('ERR_AUDIENCE_REQUIRED', 'audience: required. Name the service that will verify the token, e.g. identity.token({ audience: "sts.amazonaws.com" })', {
-        details: { field: 'audience' },
-      });
+      throw new TesseraError(
+        'ERR_AUDIENCE_REQUIRED',
+        'audience: required. Name the service that will verify the token, e.g. identity.token({ audience: "sts.amazonaws.com" })',
+        {
+          details: { field: 'audience' },
+        },
+      );
     }
     this.rateLimit(principal.runId);
     const run = await this.ctx.db
@@ -63,10 +67,16 @@ export class TokenService {
       .executeTakeFirst();
     if (!run) throw new TesseraError('ERR_RUN_NOT_FOUND', `run ${principal.runId} no longer exists`);
     if (run.attempt !== principal.attempt) {
-      throw new TesseraError('ERR_CREDENTIAL_REVOKED', `this run credential is for attempt ${principal.attempt}; the run is on attempt ${run.attempt}`);
+      throw new TesseraError(
+        'ERR_CREDENTIAL_REVOKED',
+        `this run credential is for attempt ${principal.attempt}; the run is on attempt ${run.attempt}`,
+      );
     }
     if (!run.deployment || !run.deployment_id) {
-      throw new TesseraError('ERR_NO_IDENTITY', 'this run has no deployment, so no audience is allowed for it; deploy the flow with `identity.audiences` in tessera.yaml to give its runs identity tokens');
+      throw new TesseraError(
+        'ERR_NO_IDENTITY',
+        'this run has no deployment, so no audience is allowed for it; deploy the flow with `identity.audiences` in tessera.yaml to give its runs identity tokens',
+      );
     }
     const identity = fromJson<DeploymentIdentity>(run.identity, { audiences: [] });
     if (!identity.audiences.includes(audience)) {
@@ -80,14 +90,23 @@ export class TokenService {
     const maxLifetime = identity.maxLifetimeMs ?? DEFAULT_MAX_TOKEN_LIFETIME_MS;
     const lifetimeMs = req.lifetime === undefined ? DEFAULT_TOKEN_LIFETIME_MS : parseDuration(req.lifetime, 'lifetime');
     if (lifetimeMs < 60_000 || lifetimeMs > maxLifetime) {
-      throw new TesseraError('ERR_VALIDATION', `lifetime: ${Math.round(lifetimeMs / 1000)} s is outside what deployment "${run.deployment}" allows (60 s to ${maxLifetime / 1000} s)`, {
-        details: { field: 'lifetime' },
-      });
+      throw new TesseraError(
+        'ERR_VALIDATION',
+        `lifetime: ${Math.round(lifetimeMs / 1000)} s is outside what deployment "${run.deployment}" allows (60 s to ${maxLifetime / 1000} s)`,
+        {
+          details: { field: 'lifetime' },
+        },
+      );
     }
     let taskRunId: string | undefined;
     let taskName: string | undefined;
     if (req.taskRunId) {
-      const task = await this.ctx.db.selectFrom('task_runs').select(['id', 'name']).where('id', '=', req.taskRunId).where('flow_run_id', '=', run.id).executeTakeFirst();
+      const task = await this.ctx.db
+        .selectFrom('task_runs')
+        .select(['id', 'name'])
+        .where('id', '=', req.taskRunId)
+        .where('flow_run_id', '=', run.id)
+        .executeTakeFirst();
       taskRunId = req.taskRunId;
       // The task run may not have reached the server yet (events are batched); trust only its id shape then.
       taskName = task?.name ?? req.taskName;
@@ -133,7 +152,16 @@ export class TokenService {
         expires_at: iso(minted.expiresAt.getTime()),
       })
       .execute();
-    return { token: minted.token, tokenType: 'JWT', expiresAt: minted.expiresAt.toISOString(), jti: minted.jti, kid: key.kid, alg: key.alg, sub, aud: audience };
+    return {
+      token: minted.token,
+      tokenType: 'JWT',
+      expiresAt: minted.expiresAt.toISOString(),
+      jti: minted.jti,
+      kid: key.kid,
+      alg: key.alg,
+      sub,
+      aud: audience,
+    };
   }
 
   private rateLimit(runId: string): void {

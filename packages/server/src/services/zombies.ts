@@ -39,7 +39,11 @@ export class ZombieDetector {
         if (r.state_type === 'CANCELLING') {
           await this.runs.proposeState(r.id, { state: { type: 'CANCELLED', message: silence } }, actor);
         } else {
-          await this.runs.proposeState(r.id, { state: { type: 'CRASHED', message: silence }, error: { name: 'WorkerLost', message: silence } }, actor);
+          await this.runs.proposeState(
+            r.id,
+            { state: { type: 'CRASHED', message: silence }, error: { name: 'WorkerLost', message: silence } },
+            actor,
+          );
         }
         n++;
       } catch (e) {

@@ -2,17 +2,12 @@
  * The dialect layer: the only place that knows which database is underneath. Everything else
  * writes portable Kysely queries and asks this object for the few things that differ.
  */
-import { createRequire } from 'node:module';
+
 import { mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
-import {
-  type ColumnDefinitionBuilder,
-  Kysely,
-  PostgresDialect,
-  type SelectQueryBuilder,
-  SqliteDialect,
-} from 'kysely';
 import { TesseraError } from '@tessera/core';
+import { type ColumnDefinitionBuilder, Kysely, PostgresDialect, type SelectQueryBuilder, SqliteDialect } from 'kysely';
 import type { Database } from './schema.js';
 
 /** A column type as Kysely's schema builder takes it. */

@@ -1,5 +1,5 @@
-import { type Kysely, type Migration, type MigrationProvider, Migrator } from 'kysely';
 import { TesseraError } from '@tessera/core';
+import { type Kysely, type Migration, type MigrationProvider, Migrator } from 'kysely';
 import type { StoreDialect } from './dialect.js';
 import * as m0001 from './migrations/0001-initial.js';
 
@@ -21,11 +21,20 @@ class StaticProvider implements MigrationProvider {
 
 /** Brings the schema up to date. Safe to call from several replicas at once on PostgreSQL (Kysely locks). */
 export async function migrateToLatest(db: Kysely<unknown>, dialect: StoreDialect): Promise<string[]> {
-  const migrator = new Migrator({ db, provider: new StaticProvider(dialect), migrationTableName: 'tessera_migrations', migrationLockTableName: 'tessera_migrations_lock' });
+  const migrator = new Migrator({
+    db,
+    provider: new StaticProvider(dialect),
+    migrationTableName: 'tessera_migrations',
+    migrationLockTableName: 'tessera_migrations_lock',
+  });
   const { error, results } = await migrator.migrateToLatest();
   if (error) {
     const failed = results?.find((r) => r.status === 'Error');
-    throw new TesseraError('ERR_INTERNAL', `database migration ${failed?.migrationName ?? ''} failed: ${(error as Error).message ?? String(error)}`, { cause: error });
+    throw new TesseraError(
+      'ERR_INTERNAL',
+      `database migration ${failed?.migrationName ?? ''} failed: ${(error as Error).message ?? String(error)}`,
+      { cause: error },
+    );
   }
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
 }

@@ -1,10 +1,37 @@
 /** Row ↔ API shape mapping, in one place. */
-import type { Deployment, FlowRun, RunError, Schedule, StateCause, StateHistoryEntry, StateType, TaskRun, TriggerKind, Worker, WorkPool, WorkQueue } from '@tessera/core';
+import type {
+  Deployment,
+  FlowRun,
+  RunError,
+  Schedule,
+  StateCause,
+  StateHistoryEntry,
+  StateType,
+  TaskRun,
+  TriggerKind,
+  Worker,
+  WorkPool,
+  WorkQueue,
+} from '@tessera/core';
 import type { Selectable } from 'kysely';
 import { fromJson } from '../lib/json.js';
-import type { DeploymentTable, FlowRunStateTable, FlowRunTable, ScheduleTable, TaskRunTable, WorkerTable, WorkPoolTable, WorkQueueTable } from './schema.js';
+import type {
+  DeploymentTable,
+  FlowRunStateTable,
+  FlowRunTable,
+  ScheduleTable,
+  TaskRunTable,
+  WorkerTable,
+  WorkPoolTable,
+  WorkQueueTable,
+} from './schema.js';
 
-export type FlowRunRow = FlowRunTable & { flow_name: string; deployment_name: string | null; pool_name: string | null; worker_name: string | null };
+export type FlowRunRow = FlowRunTable & {
+  flow_name: string;
+  deployment_name: string | null;
+  pool_name: string | null;
+  worker_name: string | null;
+};
 
 export function toFlowRun(r: FlowRunRow): FlowRun {
   return {
