@@ -105,6 +105,24 @@ await until('the example deployments', async () =>
   (await client.listDeployments()).items.some((d) => d.name === 'call-protected-api') ? true : undefined,
 );
 
+if (apiPort !== 4300) {
+  // examples/tessera.yaml allows the protected API's default address; follow it to the port in use.
+  const d = await client.getDeployment('call-protected-api');
+  await client.putDeployment({
+    name: d.name,
+    flowName: d.flowName,
+    entrypoint: d.entrypoint,
+    path: d.path,
+    workPool: d.workPool,
+    parameters: d.parameters,
+    parameterSchema: d.parameterSchema,
+    tags: d.tags,
+    environment: d.environment,
+    retries: d.retries,
+    retryDelaysMs: d.retryDelaysMs,
+    identity: { ...d.identity, audiences: [`http://127.0.0.1:${apiPort}`] },
+  });
+}
 const run = await client.runDeployment('call-protected-api', { parameters: { url: `http://127.0.0.1:${apiPort}/whoami` } });
 const started = Date.now();
 const final: FlowRun = await until('the example run', async () => {

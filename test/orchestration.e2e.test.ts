@@ -226,6 +226,22 @@ describe('running flows end to end', () => {
   });
 });
 
+describe('errors that teach', () => {
+  it('refuses invalid parameters naming each field, and creates no run', async () => {
+    project.write('tessera.yaml', 'deployments:\n  - name: cli-marker\n    entrypoint: flows.ts:marker\n    work_pool: default\n');
+    const env = { TESSERA_API_URL: server.url };
+    const deployed = await runCli(['deploy', '--file', join(project.dir, 'tessera.yaml')], { env });
+    expect(deployed.code, deployed.stderr).toBe(0);
+    const res = await runCli(['deployments', 'run', 'cli-marker', '--param', 'ms=soon'], { env });
+    expect(res.code).not.toBe(0);
+    expect(res.stderr).toContain('ERR_INVALID_PARAMETERS');
+    expect(res.stderr).toContain('invalid parameters for deployment "cli-marker"');
+    expect(res.stderr).toMatch(/\bdir\b/);
+    expect(res.stderr).toMatch(/\bms\b/);
+    expect((await server.client.listFlowRuns({ deployment: 'cli-marker' })).items).toHaveLength(0);
+  });
+});
+
 describe('identity end to end', () => {
   it('gives flow code a token that verifies through discovery with jose and PyJWT, masked in logs', async () => {
     const dir = join(project.dir, 'token');

@@ -50,6 +50,8 @@ ${examples(['tessera dev'], ['tessera dev --deploy tessera.yaml', 'then: tessera
           pool: opts.pool,
           concurrency: opts.concurrency,
           name: 'dev-worker',
+          // Short polls: Ctrl-C waits for the open poll, and runs are woken up on time anyway.
+          pollWaitMs: 2_000,
           logger: createWorkerLogger(c.io.stderr, { style: c.errStyle, timeZone: c.timeZone }),
         });
 
