@@ -22,11 +22,15 @@ it('npm start: runs the call-protected-api example, whose token the protected AP
   const home = mkdtempSync(join(tmpdir(), 'tessera-start-'));
   const [port, apiPort] = [await freePort(), await freePort()];
   try {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'examples/start.ts', '--once', '--port', String(port), '--api-port', String(apiPort), '--home', home], {
-      cwd: REPO_ROOT,
-      env: { ...process.env, NO_COLOR: '1' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', 'examples/start.ts', '--once', '--port', String(port), '--api-port', String(apiPort), '--home', home],
+      {
+        cwd: REPO_ROOT,
+        env: { ...process.env, NO_COLOR: '1' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let out = '';
     child.stdout.on('data', (d) => {
       out += d;
