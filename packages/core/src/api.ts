@@ -64,12 +64,36 @@ export interface Schedule {
   createdBy: StateCause | null;
 }
 
-/** Identity settings of a deployment. Issue #3 extends these. */
+/** Signing algorithms a deployment may choose. RS256 (the default) is accepted by every relying party. */
+export type TokenAlgorithm = 'RS256' | 'ES256';
+
+/** Keys a `sub` template may use, in the order given. See docs/identity.md. */
+export const SUB_TEMPLATE_KEYS = ['workspace', 'project', 'flow', 'deployment', 'deployment_id', 'environment', 'work_pool'] as const;
+export type SubTemplateKey = (typeof SUB_TEMPLATE_KEYS)[number];
+
+/** Token files the worker projects into a run's environment for cloud SDKs, refreshed before 80% of their lifetime. */
+export interface TokenFilesSpec {
+  /** `AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN` + `AWS_ROLE_SESSION_NAME`. */
+  aws?: { roleArn: string; audience?: string; lifetimeMs?: number };
+  /** A Google `external_account` credential file (`GOOGLE_APPLICATION_CREDENTIALS`). */
+  gcp?: { audience: string; serviceAccountImpersonationUrl?: string; tokenUrl?: string; lifetimeMs?: number };
+  /** `AZURE_FEDERATED_TOKEN_FILE` + `AZURE_CLIENT_ID` + `AZURE_TENANT_ID`. */
+  azure?: { clientId: string; tenantId: string; audience?: string; lifetimeMs?: number };
+}
+
+/** Identity settings of a deployment. */
 export interface DeploymentIdentity {
   /** Audiences a run of this deployment may request tokens for. Empty: no identity tokens. */
   audiences: string[];
-  /** Maximum lifetime a run may ask for, ms. */
+  /** Maximum lifetime a run may ask for, ms. @default 3600000 */
   maxLifetimeMs?: number;
+  /** @default 'RS256' */
+  algorithm?: TokenAlgorithm;
+  /** Keys of the `sub` template (version 1), overriding the workspace's. */
+  subTemplate?: SubTemplateKey[];
+  /** Adds the `https://aws.amazon.com/tags` claim for AWS ABAC. @default false */
+  awsSessionTags?: boolean;
+  tokenFiles?: TokenFilesSpec;
 }
 
 /** What `tessera deploy` sends for one deployment (already validated and resolved). */
@@ -89,6 +113,8 @@ export interface DeploymentSpec {
   tags?: string[];
   schedules?: ScheduleSpec[];
   environment?: string;
+  /** Project the deployment belongs to (a claim in its tokens). @default 'default' */
+  project?: string;
   identity?: DeploymentIdentity;
   concurrencyLimit?: number | null;
   /** Flow-level retries (from the flow's options unless overridden). */

@@ -8,6 +8,7 @@ export interface RunTokenClaims {
   nbf: number;
   jti: string;
   workspace: string;
+  project: string;
   flow: string;
   deployment: string | null;
   deployment_id: string | null;
@@ -18,8 +19,14 @@ export interface RunTokenClaims {
   worker: string | null;
   trigger_kind: string;
   triggered_by: string;
+  tags: string[];
+  /** Version of the template that built `sub`. */
+  sub_template_version: number;
   task?: string;
   task_run_id?: string;
+  /** RFC 9449 confirmation: thumbprint of the DPoP key the token is bound to. */
+  cnf?: { jkt: string };
+  'https://aws.amazon.com/tags'?: { principal_tags: Record<string, string[]>; transitive_tag_keys?: string[] };
 }
 
 /** Prefix of every run credential, so scanners and redaction can spot one. */

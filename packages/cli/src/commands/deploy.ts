@@ -115,6 +115,7 @@ export function buildSpec(project: Pick<ProjectFile, 'dir'>, d: ProjectDeploymen
   if (d.workQueue !== undefined) spec.workQueue = d.workQueue;
   if (d.description !== undefined) spec.description = d.description;
   if (d.identity !== undefined) spec.identity = d.identity;
+  if (d.project !== undefined) spec.project = d.project;
   if (d.concurrencyLimit !== undefined) spec.concurrencyLimit = d.concurrencyLimit;
   if (d.env !== undefined) spec.env = d.env;
   return spec;

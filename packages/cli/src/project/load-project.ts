@@ -29,6 +29,7 @@ export interface ProjectDeployment {
   tags: string[];
   description?: string;
   environment: string;
+  project?: string;
   identity?: DeploymentIdentity;
   concurrencyLimit?: number | null;
   /** Overrides the flow's own retries when set. */
@@ -175,16 +176,52 @@ function compileDeployment(d: RawDeployment, index: number): ProjectDeployment {
   };
   if (d.work_pool?.work_queue !== undefined) out.workQueue = d.work_pool.work_queue;
   if (d.description != null) out.description = d.description;
-  if (d.identity) {
-    out.identity = {
-      audiences: d.identity.audiences,
-      ...(d.identity.max_lifetime !== undefined ? { maxLifetimeMs: d.identity.max_lifetime } : {}),
-    };
-  }
+  if (d.project !== undefined) out.project = d.project;
+  if (d.identity) out.identity = compileIdentity(d.identity);
   if (d.concurrency_limit !== undefined) out.concurrencyLimit = d.concurrency_limit;
   if (d.retries !== undefined) out.retries = d.retries;
   if (d.retry_delay !== undefined) out.retryDelaysMs = d.retry_delay;
   if (d.env) out.env = Object.fromEntries(Object.entries(d.env).map(([k, v]) => [k, String(v)]));
+  return out;
+}
+
+function compileIdentity(i: NonNullable<RawDeployment['identity']>): DeploymentIdentity {
+  const out: DeploymentIdentity = { audiences: i.audiences };
+  if (i.max_lifetime !== undefined) out.maxLifetimeMs = i.max_lifetime;
+  if (i.algorithm !== undefined) out.algorithm = i.algorithm;
+  if (i.sub_template !== undefined) out.subTemplate = i.sub_template;
+  if (i.aws_session_tags !== undefined) out.awsSessionTags = i.aws_session_tags;
+  const f = i.token_files;
+  if (f) {
+    const lifetime = (ms: number | undefined) => (ms !== undefined ? { lifetimeMs: ms } : {});
+    out.tokenFiles = {
+      ...(f.aws
+        ? { aws: { roleArn: f.aws.role_arn, ...(f.aws.audience ? { audience: f.aws.audience } : {}), ...lifetime(f.aws.lifetime) } }
+        : {}),
+      ...(f.gcp
+        ? {
+            gcp: {
+              audience: f.gcp.audience,
+              ...(f.gcp.service_account_impersonation_url
+                ? { serviceAccountImpersonationUrl: f.gcp.service_account_impersonation_url }
+                : {}),
+              ...(f.gcp.token_url ? { tokenUrl: f.gcp.token_url } : {}),
+              ...lifetime(f.gcp.lifetime),
+            },
+          }
+        : {}),
+      ...(f.azure
+        ? {
+            azure: {
+              clientId: f.azure.client_id,
+              tenantId: f.azure.tenant_id,
+              ...(f.azure.audience ? { audience: f.azure.audience } : {}),
+              ...lifetime(f.azure.lifetime),
+            },
+          }
+        : {}),
+    };
+  }
   return out;
 }
 

@@ -3,7 +3,7 @@
  * expressions, durations, time zones) live next to the field they check, so every message is
  * reported at that field's line and column.
  */
-import { parseDuration } from '@tessera/core';
+import { parseDuration, SUB_TEMPLATE_KEYS } from '@tessera/core';
 import { Cron } from 'croner';
 import * as z from 'zod';
 import { didYouMean } from '../lib/suggest.js';
@@ -191,10 +191,42 @@ const workPool = z.preprocess(
   ),
 );
 
+const tokenFiles = strictObject(
+  {
+    aws: strictObject(
+      { role_arn: z.string().min(1), audience: z.string().min(1).optional(), lifetime: durationField({ positive: true }).optional() },
+      'a mapping such as { role_arn: arn:aws:iam::123456789012:role/etl }',
+    ).optional(),
+    gcp: strictObject(
+      {
+        audience: z.string().min(1),
+        service_account_impersonation_url: z.string().min(1).optional(),
+        token_url: z.string().min(1).optional(),
+        lifetime: durationField({ positive: true }).optional(),
+      },
+      'a mapping such as { audience: //iam.googleapis.com/projects/…/providers/tessera }',
+    ).optional(),
+    azure: strictObject(
+      {
+        client_id: z.string().min(1),
+        tenant_id: z.string().min(1),
+        audience: z.string().min(1).optional(),
+        lifetime: durationField({ positive: true }).optional(),
+      },
+      'a mapping such as { client_id: …, tenant_id: … }',
+    ).optional(),
+  },
+  'a mapping with aws, gcp and/or azure',
+);
+
 const identity = strictObject(
   {
     audiences: z.array(z.string().min(1)),
     max_lifetime: durationField({ positive: true }).optional(),
+    algorithm: z.enum(['RS256', 'ES256']).optional(),
+    sub_template: z.array(z.enum(SUB_TEMPLATE_KEYS)).min(1).optional(),
+    aws_session_tags: z.boolean().optional(),
+    token_files: tokenFiles.optional(),
   },
   'a mapping such as { audiences: [sts.amazonaws.com], max_lifetime: 1h }',
 );
@@ -219,6 +251,7 @@ export const deploymentSchema = strictObject(
     tags: z.array(z.string().min(1)).nullish(),
     description: z.string().nullish(),
     environment: name('environment name').optional(),
+    project: name('project name').optional(),
     identity: identity.nullish(),
     concurrency_limit: integer().min(1).nullable().optional(),
     retries: integer().min(0).max(100).optional(),

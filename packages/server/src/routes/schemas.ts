@@ -1,5 +1,5 @@
 /** Request-body schemas: validated at the edge with zod, published in the OpenAPI document. */
-import { STATE_TYPES } from '@tessera/core';
+import { STATE_TYPES, SUB_TEMPLATE_KEYS } from '@tessera/core';
 import { z } from 'zod';
 
 const name = z
@@ -47,6 +47,12 @@ export const deploymentSpec = z
       .max(64)
       .regex(/^[A-Za-z0-9._-]+$/)
       .optional(),
+    project: z
+      .string()
+      .min(1)
+      .max(100)
+      .regex(/^[A-Za-z0-9._-]+$/)
+      .optional(),
     identity: z
       .object({
         audiences: z.array(z.string().min(1).max(500)).max(50),
@@ -55,6 +61,40 @@ export const deploymentSpec = z
           .int()
           .min(60_000)
           .max(24 * 3_600_000)
+          .optional(),
+        algorithm: z.enum(['RS256', 'ES256']).optional(),
+        subTemplate: z.array(z.enum(SUB_TEMPLATE_KEYS)).min(1).max(SUB_TEMPLATE_KEYS.length).optional(),
+        awsSessionTags: z.boolean().optional(),
+        tokenFiles: z
+          .object({
+            aws: z
+              .object({
+                roleArn: z.string().regex(/^arn:aws[\w-]*:iam::\d{12}:role\/.+$/, 'expected arn:aws:iam::ACCOUNT:role/NAME'),
+                audience: z.string().optional(),
+                lifetimeMs: z.number().int().optional(),
+              })
+              .strict()
+              .optional(),
+            gcp: z
+              .object({
+                audience: z.string().min(1),
+                serviceAccountImpersonationUrl: z.url().optional(),
+                tokenUrl: z.url().optional(),
+                lifetimeMs: z.number().int().optional(),
+              })
+              .strict()
+              .optional(),
+            azure: z
+              .object({
+                clientId: z.string().min(1),
+                tenantId: z.string().min(1),
+                audience: z.string().optional(),
+                lifetimeMs: z.number().int().optional(),
+              })
+              .strict()
+              .optional(),
+          })
+          .strict()
           .optional(),
       })
       .strict()

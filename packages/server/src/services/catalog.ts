@@ -215,10 +215,8 @@ export class CatalogService {
         parameter_schema: spec.parameterSchema ? toJson(spec.parameterSchema) : null,
         tags: toJson(spec.tags ?? []),
         environment: spec.environment ?? 'dev',
-        identity: toJson({
-          audiences: spec.identity?.audiences ?? [],
-          ...(spec.identity?.maxLifetimeMs ? { maxLifetimeMs: spec.identity.maxLifetimeMs } : {}),
-        }),
+        project: spec.project ?? 'default',
+        identity: toJson({ ...spec.identity, audiences: spec.identity?.audiences ?? [] }),
         concurrency_limit: spec.concurrencyLimit ?? null,
         retries: spec.retries ?? 0,
         retry_delays: toJson(spec.retryDelaysMs ?? []),

@@ -4,55 +4,59 @@ import { iso } from '../lib/clock.js';
 import type { ServiceContext } from './context.js';
 
 /**
- * Holds this server's signing key in memory and publishes its public half in the database, from
- * which every replica serves the JWKS. A key is published before it signs; a retired key stays
- * published until every token it signed has expired (issue #3 adds scheduled rotation).
+ * Holds this server's signing keys (one per algorithm) in memory and publishes their public halves
+ * in the database, from which every replica serves the JWKS. A key is published before it signs; a
+ * retired key stays published until every token it signed has expired.
  */
 export class KeyManager {
-  private active: SigningKey | undefined;
+  private readonly active = new Map<SigningAlgorithm, SigningKey>();
 
   constructor(
     private readonly ctx: ServiceContext,
-    private readonly alg: SigningAlgorithm = 'RS256',
+    private readonly algorithms: SigningAlgorithm[] = ['RS256', 'ES256'],
   ) {}
 
   async start(): Promise<void> {
-    const key = await generateSigningKey(this.alg, new Date(this.ctx.clock.now()));
-    const now = iso(this.ctx.clock.now());
-    await this.ctx.db
-      .insertInto('signing_keys')
-      .values({
-        kid: key.kid,
-        alg: key.alg,
-        public_jwk: JSON.stringify(key.publicJwk),
-        created_at: now,
-        activates_at: now,
-        retired_at: null,
-        expires_at: null,
-      })
-      .execute();
-    this.active = key;
+    for (const alg of this.algorithms) {
+      const key = await generateSigningKey(alg, new Date(this.ctx.clock.now()));
+      const now = iso(this.ctx.clock.now());
+      await this.ctx.db
+        .insertInto('signing_keys')
+        .values({
+          kid: key.kid,
+          alg: key.alg,
+          public_jwk: JSON.stringify(key.publicJwk),
+          created_at: now,
+          activates_at: now,
+          retired_at: null,
+          expires_at: null,
+        })
+        .execute();
+      this.active.set(alg, key);
+    }
   }
 
-  /** The key that signs now. */
-  signingKey(): SigningKey {
-    if (!this.active) throw new Error('KeyManager.start() was not called');
-    return this.active;
+  /** The key that signs now with `alg`. */
+  signingKey(alg: SigningAlgorithm = 'RS256'): SigningKey {
+    const key = this.active.get(alg);
+    if (!key) throw new Error(`no active ${alg} signing key: KeyManager.start() was not called`);
+    return key;
   }
 
   /**
-   * Marks the key retired on shutdown: it stays in the JWKS until `expiresAt` (the longest lifetime
-   * a token it signed can have), so tokens already handed out keep verifying.
+   * Retires the keys on shutdown: they stay in the JWKS until `expiresAt` (the longest lifetime a
+   * token they signed can have), so tokens already handed out keep verifying.
    */
   async retire(maxTokenLifetimeMs: number): Promise<void> {
-    if (!this.active) return;
     const now = this.ctx.clock.now();
-    await this.ctx.db
-      .updateTable('signing_keys')
-      .set({ retired_at: iso(now), expires_at: iso(now + maxTokenLifetimeMs + 60_000) })
-      .where('kid', '=', this.active.kid)
-      .execute();
-    this.active = undefined;
+    for (const key of this.active.values()) {
+      await this.ctx.db
+        .updateTable('signing_keys')
+        .set({ retired_at: iso(now), expires_at: iso(now + maxTokenLifetimeMs + 60_000) })
+        .where('kid', '=', key.kid)
+        .execute();
+    }
+    this.active.clear();
   }
 
   /** The JWKS: every key not yet past its `expires_at`. */

@@ -59,6 +59,8 @@ export class TokenService {
         'd.id as deployment_id',
         'd.name as deployment',
         'd.environment',
+        'd.project',
+        'r.tags',
         'd.identity',
         'p.name as pool',
         'w.name as worker',
@@ -113,7 +115,7 @@ export class TokenService {
     }
     const triggeredBy = fromJson<StateCause>(run.triggered_by, { kind: 'server', id: 'unknown' });
     const sub = buildDefaultSubject({ workspace: WORKSPACE, deployment: run.deployment, environment: run.environment ?? 'dev' });
-    const key = this.keys.signingKey();
+    const key = this.keys.signingKey(identity.algorithm ?? 'RS256');
     const now = new Date(this.ctx.clock.now());
     const minted = await mintRunToken({
       key,
@@ -124,6 +126,7 @@ export class TokenService {
       now,
       claims: {
         workspace: WORKSPACE,
+        project: run.project ?? 'default',
         flow: run.flow,
         deployment: run.deployment,
         deployment_id: run.deployment_id,
@@ -134,6 +137,8 @@ export class TokenService {
         worker: run.worker,
         trigger_kind: run.trigger_kind,
         triggered_by: `${triggeredBy.kind}:${triggeredBy.label ?? triggeredBy.id}`,
+        tags: fromJson<string[]>(run.tags, []),
+        sub_template_version: 1,
         ...(taskRunId ? { task_run_id: taskRunId } : {}),
         ...(taskName ? { task: taskName } : {}),
       },

@@ -2,12 +2,14 @@ import { TesseraError } from '@tessera/core';
 import { type Kysely, type Migration, type MigrationProvider, Migrator } from 'kysely';
 import type { StoreDialect } from './dialect.js';
 import * as m0001 from './migrations/0001-initial.js';
+import * as m0002 from './migrations/0002-project.js';
 
 type MigrationModule = { up(db: Kysely<unknown>, dialect: StoreDialect): Promise<void> };
 
 /** Numbered migrations, in order. One set for every dialect. */
 const MIGRATIONS: Record<string, MigrationModule> = {
   '0001-initial': m0001,
+  '0002-project': m0002,
 };
 
 class StaticProvider implements MigrationProvider {

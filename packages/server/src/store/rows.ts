@@ -137,6 +137,7 @@ export function toDeployment(r: DeploymentTable & { flow_name: string; pool_name
     parameterSchema: fromJson(r.parameter_schema, null),
     tags: fromJson(r.tags, []),
     environment: r.environment,
+    project: r.project,
     identity: fromJson(r.identity, { audiences: [] }),
     concurrencyLimit: r.concurrency_limit,
     retries: r.retries,

@@ -41,6 +41,7 @@ export interface DeploymentTable {
   parameter_schema: string | null;
   tags: string;
   environment: string;
+  project: string;
   identity: string;
   concurrency_limit: number | null;
   retries: number;
