@@ -13,5 +13,7 @@ export default defineConfig({
     pool: 'forks',
     fileParallelism: true,
     maxWorkers: 2,
+    // In CI, also write a machine-readable report; .ci/run prints its totals as a plain closing line.
+    ...(process.env.CI ? { reporters: ['default', 'json'], outputFile: { json: '.tessera/vitest-report.json' } } : {}),
   },
 });
