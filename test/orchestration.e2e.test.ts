@@ -201,9 +201,9 @@ describe('running flows end to end', () => {
     const keepLogs = server.logs;
     await server.stop();
     await new Promise((r) => setTimeout(r, 1_500));
-    const restarted = await startTestServer({ home, port });
-    restarted.logs.push(...keepLogs);
     const old = server;
+    const restarted = await startTestServer({ home, port, ...(old.databaseUrl ? { databaseUrl: old.databaseUrl } : {}) });
+    restarted.logs.push(...keepLogs);
     server = restarted;
     server.close = async () => {
       await restarted.stop();

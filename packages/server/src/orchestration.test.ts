@@ -271,7 +271,7 @@ describe('scheduler', () => {
       backgroundServices: false,
       settings: { scheduleHorizonMs: 5 * 60_000, maxScheduledRuns: 10, lateAfterMs: 15_000 },
     });
-    const home = server.home;
+    const first = server;
     try {
       await server.client.createWorkPool({ name: 'default' });
       await server.client.putDeployment(spec({ schedules: [{ cron: '* * * * *' }] }));
@@ -290,7 +290,8 @@ describe('scheduler', () => {
       await server.stop();
       server = await startTestServer({
         clock,
-        home,
+        home: first.home,
+        ...(first.databaseUrl ? { databaseUrl: first.databaseUrl } : {}),
         backgroundServices: false,
         settings: { scheduleHorizonMs: 5 * 60_000, lateAfterMs: 15_000 },
       });
@@ -304,8 +305,7 @@ describe('scheduler', () => {
       expect(late?.state.name).toBe('Late');
     } finally {
       await server.stop();
-      const { rmSync } = await import('node:fs');
-      rmSync(home, { recursive: true, force: true });
+      await first.close();
     }
   });
 });

@@ -1,4 +1,5 @@
 export { createFakeClock, type FakeClock } from './clock.js';
+export { createTestDatabase, postgresAvailable, type TestDatabase, type TestStore, testDatabaseUrl, testStore } from './database.js';
 export {
   type BackgroundProcess,
   CLI_BIN,

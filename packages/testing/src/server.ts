@@ -4,10 +4,13 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { type ApiClient, createApiClient } from '@tessera/core';
 import { type OrchestrationSettings, type RunningServer, type ServerOptions, startServer } from '@tessera/server';
+import { createTestDatabase, type TestDatabase, testStore } from './database.js';
 
 export interface TestServer extends RunningServer {
   client: ApiClient;
   home: string;
+  /** The database URL (pass it to a restarted server to keep the data). */
+  databaseUrl: string | undefined;
   /** Every line the server logged (scan them for secrets). */
   logs: string[];
   /** Stops the server but keeps its data directory (restart tests). */
@@ -24,10 +27,17 @@ export const TEST_SETTINGS: Partial<OrchestrationSettings> = {
   lostClaimAfterMs: 5_000,
 };
 
-/** Starts a real server on 127.0.0.1 (ephemeral port) over a fresh SQLite file in a temp dir. */
+/**
+ * Starts a real server on 127.0.0.1 (ephemeral port) over a fresh database: a SQLite file in a temp
+ * dir, or — with `TESSERA_TEST_STORE=postgres` — a PostgreSQL database with a unique name, dropped
+ * on `close()`. Pass `databaseUrl` (and `home`) of a stopped server to restart it on the same data.
+ */
 export async function startTestServer(options: Partial<ServerOptions> & { home?: string } = {}): Promise<TestServer> {
   const home = options.home ?? mkdtempSync(join(tmpdir(), 'tessera-test-'));
   mkdirSync(home, { recursive: true });
+  let database: TestDatabase | undefined;
+  if (!options.databaseUrl && testStore() === 'postgres') database = await createTestDatabase();
+  const databaseUrl = options.databaseUrl ?? database?.url;
   const logs: string[] = [];
   const logStream = new Writable({
     write(chunk, _enc, cb) {
@@ -40,6 +50,7 @@ export async function startTestServer(options: Partial<ServerOptions> & { home?:
     logLevel: 'info',
     logStream,
     ...options,
+    ...(databaseUrl ? { databaseUrl } : {}),
     home,
     settings: { ...TEST_SETTINGS, ...options.settings },
   });
@@ -54,11 +65,13 @@ export async function startTestServer(options: Partial<ServerOptions> & { home?:
     ...server,
     client,
     home,
+    databaseUrl,
     logs,
     stop,
     async close() {
       await stop();
       if (!options.home) rmSync(home, { recursive: true, force: true });
+      await database?.drop();
     },
   };
 }
