@@ -1,21 +1,48 @@
 import { EventEmitter } from 'node:events';
 
+/** Carries wake-ups between replicas (PostgreSQL LISTEN/NOTIFY). */
+export interface WakeupBus {
+  publish(key: string): void;
+  /** Starts delivering keys published by any replica (including this one) to `deliver`. */
+  subscribe(deliver: (key: string) => void): Promise<void>;
+  close(): Promise<void>;
+}
+
 /**
- * In-process wake-ups for long polls: a run became claimable in a pool, or a worker's run must be
- * cancelled. With several replicas (issue #6) the same signals arrive through LISTEN/NOTIFY.
+ * Wake-ups for long polls: a run became claimable in a pool, or a worker's run must be cancelled.
+ * In-process listeners are woken at once; with a bus (PostgreSQL), every replica's are too, so a
+ * worker polling replica B starts a run created on replica A without waiting for its poll to end.
  */
 export class Wakeups {
   private readonly emitter = new EventEmitter();
+  private bus: WakeupBus | undefined;
+
   constructor() {
     this.emitter.setMaxListeners(0);
   }
 
+  /** Connects the cross-replica bus. Local delivery stays immediate; the bus adds the others. */
+  async attach(bus: WakeupBus): Promise<void> {
+    await bus.subscribe((key) => this.emitter.emit(key));
+    this.bus = bus;
+  }
+
+  async close(): Promise<void> {
+    await this.bus?.close();
+    this.bus = undefined;
+  }
+
   poolChanged(poolId: string): void {
-    this.emitter.emit(`pool:${poolId}`);
+    this.fire(`pool:${poolId}`);
   }
 
   workerChanged(workerId: string): void {
-    this.emitter.emit(`worker:${workerId}`);
+    this.fire(`worker:${workerId}`);
+  }
+
+  private fire(key: string): void {
+    this.emitter.emit(key);
+    this.bus?.publish(key);
   }
 
   /** Resolves when either key fires, after `ms`, or when `signal` aborts. */
