@@ -81,6 +81,35 @@ export interface TokenFilesSpec {
   azure?: { clientId: string; tenantId: string; audience?: string; lifetimeMs?: number };
 }
 
+/** The clouds a {@link TokenFilesSpec} can name. */
+export type TokenFileCloud = keyof TokenFilesSpec;
+
+/**
+ * The audience each cloud's token file asks for when its `audience` is not set: what AWS STS and
+ * Microsoft Entra expect by default. GCP has none: its `audience` (the workload identity provider) is required.
+ */
+export const DEFAULT_TOKEN_FILE_AUDIENCES = { aws: 'sts.amazonaws.com', azure: 'api://AzureADTokenExchange' } as const;
+
+/**
+ * Lifetime of an Azure token file when none is set, ms (capped by the deployment's maximum). The
+ * Azure SDKs cache the file's content for 5 to 10 minutes, so a short token refreshed at 80% could
+ * be presented after it expired (AADSTS700024); one hour is what AKS workload identity projects.
+ * AWS and GCP SDKs read the file at each exchange: their files use the server's default (5 minutes).
+ */
+export const DEFAULT_AZURE_TOKEN_FILE_LIFETIME_MS = 3_600_000;
+
+/**
+ * The audience of each token file a spec asks for, defaults applied, in the order aws, gcp, azure.
+ * Used by the server (every audience must be in `identity.audiences`) and by the worker (what it asks for).
+ */
+export function tokenFileAudiences(spec: TokenFilesSpec): { cloud: TokenFileCloud; audience: string }[] {
+  const out: { cloud: TokenFileCloud; audience: string }[] = [];
+  if (spec.aws) out.push({ cloud: 'aws', audience: spec.aws.audience ?? DEFAULT_TOKEN_FILE_AUDIENCES.aws });
+  if (spec.gcp) out.push({ cloud: 'gcp', audience: spec.gcp.audience });
+  if (spec.azure) out.push({ cloud: 'azure', audience: spec.azure.audience ?? DEFAULT_TOKEN_FILE_AUDIENCES.azure });
+  return out;
+}
+
 /** Identity settings of a deployment. */
 export interface DeploymentIdentity {
   /** Audiences a run of this deployment may request tokens for. Empty: no identity tokens. */
@@ -279,6 +308,8 @@ export interface ClaimedRun {
   entrypoint: string;
   path: string;
   env: Record<string, string>;
+  /** Token files the worker projects for cloud SDKs before starting the run: the deployment's `identity.tokenFiles`. */
+  tokenFiles?: TokenFilesSpec;
 }
 
 export interface WorkerPollResponse {

@@ -26,6 +26,15 @@ import type {
   WorkQueue,
 } from './api.js';
 import { errorFromApiBody, TesseraError } from './errors.js';
+import type {
+  IntrospectionResponse,
+  IssuedIdentityToken,
+  PutWorkspaceIdentityRequest,
+  RevokeRunIdentityRequest,
+  RevokeRunIdentityResponse,
+  WorkspaceIdentitySettings,
+} from './identity-api.js';
+import type { KeyPublication, ListSigningKeysResponse, RotateSigningKeysRequest, RotateSigningKeysResponse } from './keys-api.js';
 
 /** Options for {@link createApiClient}. */
 export interface ApiClientOptions {
@@ -52,6 +61,8 @@ export interface RequestOptions {
   retryForMs?: number;
   timeoutMs?: number;
   signal?: AbortSignal;
+  /** Extra request headers (e.g. `DPoP`). */
+  headers?: Record<string, string>;
 }
 
 const RETRY_STATUS = new Set([502, 503, 504]);
@@ -89,7 +100,7 @@ export class ApiClient {
   async request<T>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
     const url = new URL(this.baseUrl + path);
     for (const [k, v] of Object.entries(options.query ?? {})) if (v !== undefined) url.searchParams.set(k, String(v));
-    const headers: Record<string, string> = { accept: 'application/json' };
+    const headers: Record<string, string> = { accept: 'application/json', ...options.headers };
     if (options.body !== undefined) headers['content-type'] = 'application/json';
     if (this.token) headers.authorization = `Bearer ${this.token}`;
     const retryFor = options.retryForMs ?? this.retryForMs;
@@ -216,6 +227,46 @@ export class ApiClient {
   // identity
   issueIdentityToken(body: IdentityTokenRequest): Promise<IdentityTokenResponse> {
     return this.request('POST', '/api/identity/token', { body });
+  }
+
+  // run identity: templates, DPoP, introspection, revocation (docs/identity.md)
+  /**
+   * Asks for a DPoP-bound token (`cnf.jkt`): `proof` is a DPoP proof JWT for
+   * `POST <baseUrl>/api/identity/token`. Not retried: a proof is single-use.
+   * @see RFC 9449 §5
+   */
+  issueDpopIdentityToken(body: IdentityTokenRequest, proof: string): Promise<IssuedIdentityToken> {
+    return this.request('POST', '/api/identity/token', { body, headers: { dpop: proof }, retryForMs: 0 });
+  }
+  /** RFC 7662 introspection: `{ active: false }` unless the token is valid and its run alive and unrevoked. */
+  introspectToken(token: string): Promise<IntrospectionResponse> {
+    return this.request('POST', '/api/identity/introspect', { body: { token } });
+  }
+  /** Revokes a run's identity: its tokens turn inactive and it gets no more (`ERR_IDENTITY_REVOKED`). */
+  revokeRunIdentity(runId: string, body: RevokeRunIdentityRequest = {}): Promise<RevokeRunIdentityResponse> {
+    return this.request('POST', `/api/flow-runs/${enc(runId)}/revoke-identity`, { body });
+  }
+  /** The workspace's `sub` template. */
+  getWorkspaceIdentity(workspace = 'default'): Promise<WorkspaceIdentitySettings> {
+    return this.request('GET', `/api/workspaces/${enc(workspace)}/identity`);
+  }
+  /** Sets (or with `subTemplate: null` resets) the workspace's `sub` template. */
+  putWorkspaceIdentity(body: PutWorkspaceIdentityRequest, workspace = 'default'): Promise<WorkspaceIdentitySettings> {
+    return this.request('PUT', `/api/workspaces/${enc(workspace)}/identity`, { body });
+  }
+
+  // signing keys (docs/keys.md)
+  /** Lists the issuer's signing keys with their states and the rotation settings. */
+  listSigningKeys(): Promise<ListSigningKeysResponse> {
+    return this.request('GET', '/api/keys');
+  }
+  /** Rotates the signing keys now; `revokeCurrent` removes the current keys from the JWKS at once. */
+  rotateSigningKeys(body: RotateSigningKeysRequest = {}): Promise<RotateSigningKeysResponse> {
+    return this.request('POST', '/api/keys/rotate', { body });
+  }
+  /** The discovery document and JWKS to serve from a static site standing in for `issuer`. */
+  getKeyPublication(query: { issuer?: string } = {}): Promise<KeyPublication> {
+    return this.request('GET', '/api/keys/publication', { query });
   }
 }
 

@@ -31,9 +31,50 @@ export type ErrorCode =
   | 'ERR_AUDIENCE_NOT_ALLOWED'
   | 'ERR_NO_IDENTITY'
   | 'ERR_RATE_LIMITED'
+  | 'ERR_IDENTITY_REVOKED'
+  | 'ERR_DPOP_PROOF_INVALID'
+  // signing keys: a key file readable by others, or unusable
+  | 'ERR_KEY_FILE_INSECURE'
+  | 'ERR_KEY_FILE_INVALID'
   // SDK: a run-only API (getRunContext) was called outside a flow run
   | 'ERR_NO_RUN_CONTEXT'
+  // @tessera/verify: why a relying party refused a token (see docs/verify.md)
+  | VerificationErrorCode
+  // @tessera/verify: a CEL expression that does not compile, or fails while evaluating
+  | 'ERR_CEL_INVALID'
+  | 'ERR_CEL_EVALUATION'
   | 'ERR_INTERNAL';
+
+/**
+ * Why `@tessera/verify` refused a token. Stable: relying parties branch on these.
+ * Each one is documented, with what to do about it, in docs/verify.md.
+ */
+export type VerificationErrorCode =
+  | 'ERR_TOKEN_MISSING'
+  | 'ERR_TOKEN_MALFORMED'
+  | 'ERR_TOKEN_TOO_LARGE'
+  | 'ERR_DUPLICATE_MEMBER'
+  | 'ERR_ALG_NOT_ALLOWED'
+  | 'ERR_CRIT_UNSUPPORTED'
+  | 'ERR_TYP_MISMATCH'
+  | 'ERR_KID_INVALID'
+  | 'ERR_KEY_NOT_FOUND'
+  | 'ERR_SIGNATURE_INVALID'
+  | 'ERR_ISSUER_MISMATCH'
+  | 'ERR_AUDIENCE_MISMATCH'
+  | 'ERR_TOKEN_EXPIRED'
+  | 'ERR_TOKEN_NOT_YET_VALID'
+  | 'ERR_IAT_IN_FUTURE'
+  | 'ERR_CLAIM_MISSING'
+  | 'ERR_CLAIM_INVALID'
+  | 'ERR_DPOP_REQUIRED'
+  | 'ERR_DPOP_INVALID'
+  | 'ERR_DPOP_REPLAY'
+  | 'ERR_TOKEN_INACTIVE'
+  | 'ERR_POLICY_DENIED'
+  | 'ERR_DISCOVERY_FAILED'
+  | 'ERR_JWKS_UNAVAILABLE'
+  | 'ERR_INTROSPECTION_FAILED';
 
 /** Options for {@link TesseraError}. */
 export interface TesseraErrorOptions {
@@ -61,10 +102,14 @@ const DEFAULT_STATUS: Partial<Record<ErrorCode, number>> = {
   ERR_CREDENTIAL_INVALID: 401,
   ERR_CREDENTIAL_REVOKED: 401,
   ERR_FORBIDDEN: 403,
+  ERR_POLICY_DENIED: 403,
+  ERR_CEL_INVALID: 400,
   ERR_AUDIENCE_REQUIRED: 400,
   ERR_AUDIENCE_NOT_ALLOWED: 403,
   ERR_NO_IDENTITY: 403,
   ERR_RATE_LIMITED: 429,
+  ERR_IDENTITY_REVOKED: 403,
+  ERR_DPOP_PROOF_INVALID: 400,
   ERR_SERVER_UNREACHABLE: 503,
   ERR_INTERNAL: 500,
 };

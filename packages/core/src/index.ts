@@ -4,5 +4,7 @@ export * from './client.js';
 export * from './duration.js';
 export * from './env.js';
 export * from './errors.js';
+export * from './identity-api.js';
+export * from './keys-api.js';
 export * from './redact.js';
 export * from './states.js';

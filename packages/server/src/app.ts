@@ -5,6 +5,8 @@ import { buildDiscoveryDocument } from '@tessera/identity';
 import Fastify, { type FastifyInstance, LogController } from 'fastify';
 import { sql } from 'kysely';
 import { registerApiRoutes } from './routes/api.js';
+import { registerIdentityRoutes } from './routes/identity.js';
+import { registerKeyRoutes } from './routes/keys.js';
 import { errorBody, type Principal } from './routes/route.js';
 import type { Services } from './services/index.js';
 
@@ -14,6 +16,8 @@ export interface BuildAppOptions {
   /** Optional sink for server log lines (tests scan them for secrets). */
   logStream?: NodeJS.WritableStream;
   version: string;
+  /** Serve HTTPS with this certificate and key (PEM). */
+  https?: { cert: Buffer; key: Buffer };
 }
 
 export const RUN_TOKEN_CLAIMS = [
@@ -39,6 +43,9 @@ export const RUN_TOKEN_CLAIMS = [
   'task_run_id',
 ];
 
+/** Claims some tokens carry beyond RUN_TOKEN_CLAIMS (DPoP `cnf`, AWS session tags…), advertised in discovery. */
+const DISCOVERY_EXTRA_CLAIMS = ['project', 'tags', 'sub_template_version', 'cnf', 'https://aws.amazon.com/tags'];
+
 /** Builds the Fastify app: REST API, OIDC discovery and JWKS, health, metrics, API docs. */
 export async function buildApp(options: BuildAppOptions): Promise<FastifyInstance> {
   const s = options.services;
@@ -51,6 +58,9 @@ export async function buildApp(options: BuildAppOptions): Promise<FastifyInstanc
     },
     logController: new LogController({ disableRequestLogging: options.logLevel !== 'debug' && options.logLevel !== 'trace' }),
     bodyLimit: 8 * 1024 * 1024,
+    // Names in URLs (deployments, pools) may be up to 200 characters.
+    routerOptions: { maxParamLength: 500 },
+    ...(options.https ? { https: options.https } : {}),
     // Bodies are validated with zod in each route (for field-named errors); the JSON Schemas are for the OpenAPI document.
     ajv: { customOptions: { strict: false } },
   });
@@ -94,7 +104,7 @@ export async function buildApp(options: BuildAppOptions): Promise<FastifyInstanc
     { schema: { tags: ['identity'], summary: 'OpenID Provider metadata' } },
     async (_req, reply) => {
       reply.header('cache-control', 'public, max-age=300');
-      return buildDiscoveryDocument(s.issuer(), ['RS256', 'ES256'], RUN_TOKEN_CLAIMS);
+      return buildDiscoveryDocument({ issuer: s.issuer(), claims: [...RUN_TOKEN_CLAIMS, ...DISCOVERY_EXTRA_CLAIMS] });
     },
   );
   app.get('/.well-known/jwks.json', { schema: { tags: ['identity'], summary: 'Public signing keys (JWKS)' } }, async (_req, reply) => {
@@ -119,6 +129,8 @@ export async function buildApp(options: BuildAppOptions): Promise<FastifyInstanc
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
   registerApiRoutes(app, s);
+  registerIdentityRoutes(app, s);
+  registerKeyRoutes(app, s);
   return app;
 }
 

@@ -8,7 +8,7 @@ import { type Clock, systemClock } from './lib/clock.js';
 import { DEFAULT_SETTINGS, type OrchestrationSettings, type ServiceContext } from './services/context.js';
 import { Wakeups } from './services/events.js';
 import { Services } from './services/index.js';
-import { DEFAULT_MAX_TOKEN_LIFETIME_MS } from './services/tokens.js';
+import { JWKS_MAX_AGE_MS, type KeySettingsOptions } from './services/keys.js';
 import { openStore } from './store/dialect.js';
 import { migrateToLatest } from './store/migrate.js';
 
@@ -34,6 +34,19 @@ export interface ServerOptions {
   clock?: Clock;
   /** Run the scheduler and zombie detector loops. @default true */
   backgroundServices?: boolean;
+  /**
+   * Serve HTTPS with this certificate and private key (PEM file paths). The issuer then defaults to
+   * `https://<host>:<port>`. Behind a TLS-terminating proxy, leave this out and set `publicUrl`.
+   */
+  tls?: { cert: string; key: string };
+  /**
+   * Keep the private signing keys in this file (a private JWK Set, mode 0600) so the same keys sign
+   * after a restart; single node only. Refused when group or others may read it. Without it, keys
+   * live in memory and a restart makes new ones. @default none
+   */
+  keyFile?: string;
+  /** Key rotation: pre-publication delay, scheduled rotation interval, expiry leeway (docs/keys.md). */
+  keys?: KeySettingsOptions;
 }
 
 export interface RunningServer {
@@ -62,9 +75,28 @@ export function resolveHome(home?: string): string {
   return home ?? process.env.TESSERA_HOME ?? join(homedir(), '.tessera');
 }
 
+/** Reads the TLS certificate and key, with an error that names the file and the flag. */
+function readTls(tls: { cert: string; key: string }): { cert: Buffer; key: Buffer } {
+  const read = (path: string, what: string, flag: string) => {
+    try {
+      return readFileSync(path);
+    } catch (e) {
+      throw new TesseraError(
+        'ERR_CONFIG',
+        `cannot read the TLS ${what} ${path} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); check ${flag}`,
+        {
+          cause: e,
+        },
+      );
+    }
+  };
+  return { cert: read(tls.cert, 'certificate', '--tls-cert'), key: read(tls.key, 'private key', '--tls-key') };
+}
+
 /**
- * Starts a Tessera server: opens and migrates the database, generates a signing key and publishes
- * it, serves the API, and runs the scheduler and zombie detector.
+ * Starts a Tessera server: opens and migrates the database, loads or generates the signing keys and
+ * publishes them, serves the API (over HTTPS with `tls`), and runs the scheduler, the zombie detector
+ * and key rotation.
  */
 export async function startServer(options: ServerOptions = {}): Promise<RunningServer> {
   const host = options.host ?? '127.0.0.1';
@@ -76,6 +108,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   }
   const home = resolveHome(options.home);
   const databaseUrl = options.databaseUrl ?? join(home, 'tessera.db');
+  const https = options.tls ? readTls(options.tls) : undefined;
   const store = openStore(databaseUrl);
   await migrateToLatest(store.db as never, store.dialect);
   const ctx: ServiceContext = {
@@ -87,8 +120,14 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   };
   let issuer = options.publicUrl?.replace(/\/+$/, '') ?? '';
   const services = new Services(ctx, () => issuer);
-  await services.keys.start();
+  try {
+    await services.keys.start({ ...options.keys, ...(options.keyFile ? { keyFile: options.keyFile } : {}) });
+  } catch (e) {
+    await store.db.destroy();
+    throw e;
+  }
   const app = await buildApp({
+    ...(https ? { https } : {}),
     services,
     logLevel: options.logLevel ?? 'info',
     version: version(),
@@ -111,10 +150,16 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   }
   const url = address.replace('[::1]', '[::1]');
   if (!issuer) issuer = url;
+  if (services.keys.rotationSettings.prePublishMs < JWKS_MAX_AGE_MS) {
+    app.log.warn(
+      `keys.prePublish is ${services.keys.rotationSettings.prePublishMs} ms, shorter than the JWKS cache lifetime (${JWKS_MAX_AGE_MS} ms): relying parties may see a token from a new key before they see the key`,
+    );
+  }
 
   const tick = async () => {
     await services.scheduler.tick();
     await services.zombies.tick();
+    await services.keys.tick();
   };
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
@@ -142,7 +187,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       if (timer) clearTimeout(timer);
       await running;
       await app.close();
-      await services.keys.retire(DEFAULT_MAX_TOKEN_LIFETIME_MS).catch(() => {});
+      await services.keys.stop().catch((e) => app.log.error({ err: e }, 'could not retire the signing keys'));
       await store.db.destroy();
     },
   };

@@ -45,15 +45,22 @@ export async function startTestServer(options: Partial<ServerOptions> & { home?:
       cb();
     },
   });
-  const server = await startServer({
-    port: 0,
-    logLevel: 'info',
-    logStream,
-    ...options,
-    ...(databaseUrl ? { databaseUrl } : {}),
-    home,
-    settings: { ...TEST_SETTINGS, ...options.settings },
-  });
+  let server: RunningServer;
+  try {
+    server = await startServer({
+      port: 0,
+      logLevel: 'info',
+      logStream,
+      ...options,
+      ...(databaseUrl ? { databaseUrl } : {}),
+      home,
+      settings: { ...TEST_SETTINGS, ...options.settings },
+    });
+  } catch (e) {
+    await database?.drop();
+    if (!options.home) rmSync(home, { recursive: true, force: true });
+    throw e;
+  }
   const client = createApiClient({ baseUrl: server.url });
   let stopped = false;
   const stop = async () => {

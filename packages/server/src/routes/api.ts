@@ -280,20 +280,5 @@ export function registerApiRoutes(app: FastifyInstance, s: Services): void {
     }),
   });
 
-  // ── identity ──
-  route(app, {
-    method: 'POST',
-    url: '/api/identity/token',
-    access: 'run',
-    summary: 'Issue a run identity token (JWT) for one audience',
-    tags: ['identity'],
-    body: S.identityToken,
-    handler: ({ body, principal }) =>
-      s.tokens.issue((principal as Extract<Principal, { kind: 'run' }>).run, {
-        audience: body.audience ?? '',
-        ...(body.lifetime !== undefined ? { lifetime: body.lifetime } : {}),
-        ...(body.taskRunId ? { taskRunId: body.taskRunId } : {}),
-        ...(body.taskName ? { taskName: body.taskName } : {}),
-      }),
-  });
+  // ── identity: routes/identity.ts ──
 }

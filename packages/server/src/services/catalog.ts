@@ -10,6 +10,7 @@ import {
   type ScheduleSpec,
   type StateCause,
   TesseraError,
+  tokenFileAudiences,
   type UpdateWorkPoolRequest,
   ValidationError,
   type WorkPool,
@@ -25,6 +26,8 @@ import { type FlowRunRow, toDeployment, toFlowRun, toWorkPool, toWorkQueue } fro
 import type { Database } from '../store/schema.js';
 import type { ServiceContext } from './context.js';
 import type { RunService } from './runs.js';
+import { DEFAULT_MAX_TOKEN_LIFETIME_MS } from './tokens.js';
+import { checkDeploymentSubject } from './workspace-identity.js';
 
 type Db = Kysely<Database> | Transaction<Database>;
 
@@ -190,6 +193,9 @@ export class CatalogService {
       );
     }
     const schedules = (spec.schedules ?? []).map((s, i) => normaliseSchedule(s, `schedules[${i}]`));
+    checkTokenFiles(spec, this.ctx.settings.minTokenLifetimeMs);
+    // The `sub` its runs will get must fit GCP's 127 characters: fail the deploy, not every run.
+    await checkDeploymentSubject(this.ctx.db, spec);
     if (spec.parameterSchema) {
       try {
         this.ajv.compile(spec.parameterSchema);
@@ -419,4 +425,52 @@ export function normaliseSchedule(s: ScheduleSpec, where: string): NormalisedSch
 
 function fingerprint(parts: string[]): string {
   return createHash('sha256').update(parts.join('\u0000')).digest('hex').slice(0, 32);
+}
+
+const CLOUD_NAMES = { aws: 'AWS', gcp: 'GCP', azure: 'Azure' } as const;
+
+/**
+ * Refuses token files the worker could never fill: an audience the deployment does not allow, a
+ * lifetime outside its bounds, or a GCP endpoint that would receive the token over plain HTTP.
+ * Checked at deploy time so the mistake surfaces in `tessera deploy`, not as a crashed run.
+ */
+function checkTokenFiles(spec: DeploymentSpec, minLifetimeMs: number): void {
+  const files = spec.identity?.tokenFiles;
+  if (!files) return;
+  const allowed = spec.identity?.audiences ?? [];
+  const maxLifetimeMs = spec.identity?.maxLifetimeMs ?? DEFAULT_MAX_TOKEN_LIFETIME_MS;
+  const invalid = (field: string, message: string) => new TesseraError('ERR_VALIDATION', `${field}: ${message}`, { details: { field } });
+  for (const { cloud, audience } of tokenFileAudiences(files)) {
+    const where = `identity.tokenFiles.${cloud}`;
+    if (!allowed.includes(audience)) {
+      const isDefault = files[cloud]?.audience === undefined;
+      throw invalid(
+        `${where}.audience`,
+        `"${audience}"${isDefault ? ` (the ${CLOUD_NAMES[cloud]} default)` : ''} is not in identity.audiences of deployment "${spec.name}" (allowed: ${allowed.join(', ') || 'none'}); add "${audience}" to identity.audiences${cloud === 'gcp' ? '' : `, or set ${where}.audience to one of them`}`,
+      );
+    }
+    const lifetimeMs = files[cloud]?.lifetimeMs;
+    if (lifetimeMs !== undefined && (lifetimeMs < minLifetimeMs || lifetimeMs > maxLifetimeMs)) {
+      throw invalid(
+        `${where}.lifetimeMs`,
+        `${lifetimeMs / 1000} s is outside what deployment "${spec.name}" allows (${minLifetimeMs / 1000} s to ${maxLifetimeMs / 1000} s, the upper bound being identity.maxLifetimeMs)`,
+      );
+    }
+  }
+  const gcp = files.gcp;
+  for (const key of ['tokenUrl', 'serviceAccountImpersonationUrl'] as const) {
+    const value = gcp?.[key];
+    if (value === undefined) continue;
+    let url: URL | undefined;
+    try {
+      url = new URL(value);
+    } catch {
+      url = undefined;
+    }
+    const loopback = url !== undefined && ['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname);
+    if (!url || !(url.protocol === 'https:' || (url.protocol === 'http:' && loopback))) {
+      // The run's token travels to this URL: over plain HTTP anyone on the path could replay it.
+      throw invalid(`identity.tokenFiles.gcp.${key}`, `"${value}" is not an https URL; use e.g. https://sts.googleapis.com/v1/token`);
+    }
+  }
 }

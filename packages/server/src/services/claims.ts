@@ -1,5 +1,5 @@
-import type { ClaimedRun, WorkerPollRequest, WorkerPollResponse } from '@tessera/core';
-import { TesseraError } from '@tessera/core';
+import type { ClaimedRun, DeploymentIdentity, TokenFilesSpec, WorkerPollRequest, WorkerPollResponse } from '@tessera/core';
+import { DEFAULT_AZURE_TOKEN_FILE_LIFETIME_MS, TesseraError } from '@tessera/core';
 import type { Transaction } from 'kysely';
 import { iso } from '../lib/clock.js';
 import { fromJson } from '../lib/json.js';
@@ -8,6 +8,7 @@ import type { Database } from '../store/schema.js';
 import type { ServiceContext } from './context.js';
 import type { CredentialService } from './credentials.js';
 import type { RunService } from './runs.js';
+import { DEFAULT_MAX_TOKEN_LIFETIME_MS } from './tokens.js';
 
 const ACTIVE_STATES = ['PENDING', 'RUNNING', 'CANCELLING'];
 
@@ -220,7 +221,7 @@ export class ClaimService {
       .execute()) as FlowRunRow[];
     const deployments = await this.ctx.db
       .selectFrom('deployments')
-      .select(['id', 'entrypoint', 'path', 'env'])
+      .select(['id', 'entrypoint', 'path', 'env', 'identity'])
       .where(
         'id',
         'in',
@@ -234,12 +235,14 @@ export class ClaimService {
     return claimed.map(({ id, credential }) => {
       const row = rows.find((r) => r.id === id) as FlowRunRow;
       const dep = row.deployment_id ? depById.get(row.deployment_id) : undefined;
+      const tokenFiles = compileTokenFiles(fromJson<Partial<DeploymentIdentity>>(dep?.identity, {}));
       return {
         run: toFlowRun(row),
         credential,
         entrypoint: dep?.entrypoint ?? '',
         path: dep?.path ?? '',
         env: fromJson<Record<string, string>>(dep?.env, {}),
+        ...(tokenFiles ? { tokenFiles } : {}),
       };
     });
   }
@@ -254,4 +257,13 @@ export class ClaimService {
       queues: new Map<string, number | null>(queues.map((q) => [q.name, q.concurrency_limit])),
     };
   }
+}
+
+/** The token files a worker must project for a deployment, with the Azure lifetime default applied; none: `undefined`. */
+function compileTokenFiles(identity: Partial<DeploymentIdentity>): TokenFilesSpec | undefined {
+  const files = identity.tokenFiles;
+  if (!files || Object.keys(files).length === 0) return undefined;
+  if (!files.azure || files.azure.lifetimeMs !== undefined) return files;
+  const max = identity.maxLifetimeMs ?? DEFAULT_MAX_TOKEN_LIFETIME_MS;
+  return { ...files, azure: { ...files.azure, lifetimeMs: Math.min(DEFAULT_AZURE_TOKEN_FILE_LIFETIME_MS, max) } };
 }

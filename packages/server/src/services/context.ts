@@ -31,6 +31,11 @@ export interface OrchestrationSettings {
   lostClaimAfterMs: number;
   /** Max identity tokens per run per minute. @default 120 */
   tokenRateLimitPerMinute: number;
+  /**
+   * Shortest identity-token lifetime a run may ask for, ms (also the floor for token-file lifetimes
+   * at deploy time). Lower it only in tests, to watch token files refresh. @default 60000
+   */
+  minTokenLifetimeMs: number;
 }
 
 export const DEFAULT_SETTINGS: OrchestrationSettings = {
@@ -42,4 +47,5 @@ export const DEFAULT_SETTINGS: OrchestrationSettings = {
   maxPollWaitMs: 30_000,
   lostClaimAfterMs: 30_000,
   tokenRateLimitPerMinute: 120,
+  minTokenLifetimeMs: 60_000,
 };

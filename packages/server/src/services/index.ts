@@ -5,11 +5,13 @@ import { CatalogService } from './catalog.js';
 import { ClaimService } from './claims.js';
 import type { ServiceContext } from './context.js';
 import { CredentialService } from './credentials.js';
+import { IdentityLifecycleService } from './identity-lifecycle.js';
 import { KeyManager } from './keys.js';
 import { RunService } from './runs.js';
 import { Scheduler } from './scheduler.js';
 import { TaskRunService } from './task-runs.js';
 import { TokenService } from './tokens.js';
+import { WorkspaceIdentityService } from './workspace-identity.js';
 import { ZombieDetector } from './zombies.js';
 
 /** Every service, wired once. */
@@ -23,6 +25,8 @@ export class Services {
   readonly zombies: ZombieDetector;
   readonly keys: KeyManager;
   readonly tokens: TokenService;
+  readonly identityLifecycle: IdentityLifecycleService;
+  readonly workspaceIdentity: WorkspaceIdentityService;
 
   constructor(
     readonly ctx: ServiceContext,
@@ -37,6 +41,8 @@ export class Services {
     this.zombies = new ZombieDetector(ctx, this.runs);
     this.keys = new KeyManager(ctx);
     this.tokens = new TokenService(ctx, this.keys, issuer);
+    this.identityLifecycle = new IdentityLifecycleService(ctx, this.keys, this.runs, issuer);
+    this.workspaceIdentity = new WorkspaceIdentityService(ctx);
   }
 
   /** `tessera run`: the caller executes the run itself, so it is created already claimed (Pending, attempt 1). */

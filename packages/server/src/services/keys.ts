@@ -1,74 +1,471 @@
-import { buildJwks, generateSigningKey, type JsonWebKeySet, type SigningAlgorithm, type SigningKey } from '@tessera/identity';
+import {
+  type Duration,
+  type KeyRotationSettings,
+  type ListSigningKeysResponse,
+  parseDuration,
+  type RotateSigningKeysRequest,
+  type RotateSigningKeysResponse,
+  type SigningKeyInfo,
+  TesseraError,
+} from '@tessera/core';
+import {
+  buildJwks,
+  exportPrivateJwk,
+  generateSigningKey,
+  importSigningKey,
+  isPublished,
+  type JsonWebKeySet,
+  keyExpiry,
+  keyState,
+  readKeyFile,
+  SIGNING_ALGORITHMS,
+  type SigningAlgorithm,
+  type SigningKey,
+  writeKeyFile,
+} from '@tessera/identity';
 import type { JWK } from 'jose';
 import { iso } from '../lib/clock.js';
+import type { SigningKeyTable } from '../store/schema.js';
 import type { ServiceContext } from './context.js';
 
+/** How long the JWKS may be cached by relying parties (`Cache-Control: max-age`), ms. */
+export const JWKS_MAX_AGE_MS = 300_000;
+
 /**
- * Holds this server's signing keys (one per algorithm) in memory and publishes their public halves
- * in the database, from which every replica serves the JWKS. A key is published before it signs; a
- * retired key stays published until every token it signed has expired.
+ * A retired key's expiry is computed only this long after it stopped signing, so a token signed
+ * just before retirement and recorded a moment later is counted.
+ */
+const IN_FLIGHT_GRACE_MS = 30_000;
+
+/** Key rotation settings as callers give them (durations as ms or `'10m'`). */
+export interface KeySettingsOptions {
+  /**
+   * How long a new key is in the JWKS before it signs. Relying parties cache the JWKS (we serve it
+   * with `max-age=300`; jose caches 10 minutes but refetches an unknown `kid` after 30 s), so this
+   * must exceed what their caches hold. @default '10m'
+   */
+  prePublish?: Duration;
+  /** How often keys rotate on schedule; 0 turns scheduled rotation off. @default '30d' */
+  rotationInterval?: Duration;
+  /**
+   * How long a retired key stays in the JWKS after the last token it signed expired: relying parties
+   * accept tokens a little past `exp` (AWS about 5 minutes, Vault 150 s). @default '10m'
+   */
+  expiryLeeway?: Duration;
+}
+
+/** Options for {@link KeyManager.start}. */
+export interface KeyManagerStartOptions extends KeySettingsOptions {
+  /**
+   * A file where private keys (a private JWK Set) are kept with mode 0600, so the same keys sign after
+   * a restart. Without it, private keys exist only in this process's memory. @default none
+   */
+  keyFile?: string;
+}
+
+/** Compiled key settings, ms. */
+export interface KeySettings {
+  prePublishMs: number;
+  rotationIntervalMs: number;
+  expiryLeewayMs: number;
+}
+
+export const DEFAULT_KEY_SETTINGS: KeySettings = {
+  prePublishMs: 10 * 60_000,
+  rotationIntervalMs: 30 * 86_400_000,
+  expiryLeewayMs: 10 * 60_000,
+};
+
+/** A key whose private half this process holds, with its lifecycle times (ms). */
+interface HeldKey {
+  key: SigningKey;
+  /** Only with a key file: what is written to it. */
+  privateJwk: JWK | undefined;
+  activatesAt: number;
+  retiredAt: number | null;
+}
+
+type KeyRow = SigningKeyTable;
+
+const ms = (v: string | null): number | null => (v === null ? null : Date.parse(v));
+
+/**
+ * The issuer's signing keys. Private halves live in this process's memory (and in the key file when
+ * one is configured); public halves and every key's lifecycle times live in the database, from which
+ * every replica serves the same JWKS.
+ *
+ * Rotation never breaks a relying party: a new key is published `prePublish` before it signs, and an
+ * old key stays published until the last token it signed (recorded in `issued_tokens`) has expired,
+ * plus a leeway. A key's state follows from its times alone (see `keyState`), and a rotation writes
+ * the successor's activation time as the predecessor's retirement time, so the hand-over happens at
+ * one instant with no background job involved.
  */
 export class KeyManager {
-  private readonly active = new Map<SigningAlgorithm, SigningKey>();
+  private readonly held = new Map<string, HeldKey>();
+  private settings: KeySettings = DEFAULT_KEY_SETTINGS;
+  private keyFile: string | undefined;
+  private queue: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly ctx: ServiceContext,
-    private readonly algorithms: SigningAlgorithm[] = ['RS256', 'ES256'],
+    private readonly algorithms: readonly SigningAlgorithm[] = SIGNING_ALGORITHMS,
   ) {}
 
-  async start(): Promise<void> {
-    for (const alg of this.algorithms) {
-      const key = await generateSigningKey(alg, new Date(this.ctx.clock.now()));
-      const now = iso(this.ctx.clock.now());
-      await this.ctx.db
-        .insertInto('signing_keys')
-        .values({
-          kid: key.kid,
-          alg: key.alg,
-          public_jwk: JSON.stringify(key.publicJwk),
-          created_at: now,
-          activates_at: now,
-          retired_at: null,
-          expires_at: null,
-        })
-        .execute();
-      this.active.set(alg, key);
-    }
-  }
-
-  /** The key that signs now with `alg`. */
-  signingKey(alg: SigningAlgorithm = 'RS256'): SigningKey {
-    const key = this.active.get(alg);
-    if (!key) throw new Error(`no active ${alg} signing key: KeyManager.start() was not called`);
-    return key;
+  /** The settings in force. */
+  get rotationSettings(): KeyRotationSettings {
+    return { ...this.settings, keyFile: this.keyFile !== undefined };
   }
 
   /**
-   * Retires the keys on shutdown: they stay in the JWKS until `expiresAt` (the longest lifetime a
-   * token they signed can have), so tokens already handed out keep verifying.
+   * Loads or generates the keys. With a key file, its keys sign again (a missing file is created);
+   * without one, fresh keys are generated and sign at once — no other key exists, and relying parties
+   * refetch the JWKS on an unknown `kid`. Keys a previous process left active are retired: they stay
+   * published until their tokens have expired.
+   * @throws TesseraError `ERR_KEY_FILE_INSECURE` when the key file is readable by others.
    */
-  async retire(maxTokenLifetimeMs: number): Promise<void> {
-    const now = this.ctx.clock.now();
-    for (const key of this.active.values()) {
-      await this.ctx.db
+  async start(options: KeyManagerStartOptions = {}): Promise<void> {
+    this.settings = compileKeySettings(options);
+    this.keyFile = options.keyFile;
+    return this.exclusive(async () => {
+      const now = this.ctx.clock.now();
+      let fileChanged = false;
+      if (this.keyFile) {
+        const jwks = (await readKeyFile(this.keyFile)) ?? [];
+        fileChanged = jwks.length === 0;
+        for (const jwk of jwks) {
+          const row = await this.row(jwk.kid as string);
+          const key = await importSigningKey(jwk, new Date(row ? Date.parse(row.created_at) : now));
+          if (!this.algorithms.includes(key.alg)) continue;
+          if (row) {
+            const state = keyState(rowTimes(row), now);
+            if (state === 'expired' || state === 'revoked') {
+              fileChanged = true;
+              continue;
+            }
+            this.held.set(key.kid, { key, privateJwk: jwk, activatesAt: Date.parse(row.activates_at), retiredAt: ms(row.retired_at) });
+          } else {
+            // The database lost it (a new database with an old key file): publish it again, signing now.
+            await this.insert(key, now, now);
+            this.held.set(key.kid, { key, privateJwk: jwk, activatesAt: now, retiredAt: null });
+          }
+        }
+      }
+      // Keys a previous process left signing: nobody holds their private half any more.
+      const heldKids = [...this.held.keys()];
+      let orphans = this.ctx.db
         .updateTable('signing_keys')
-        .set({ retired_at: iso(now), expires_at: iso(now + maxTokenLifetimeMs + 60_000) })
-        .where('kid', '=', key.kid)
-        .execute();
-    }
-    this.active.clear();
+        .set({ retired_at: iso(now) })
+        .where('revoked_at', 'is', null)
+        .where((eb) => eb.or([eb('retired_at', 'is', null), eb('retired_at', '>', iso(now))]));
+      if (heldKids.length > 0) orphans = orphans.where('kid', 'not in', heldKids);
+      await orphans.execute();
+
+      for (const alg of this.algorithms) {
+        const signing = this.signingCandidates(alg, now);
+        if (signing.length === 0) {
+          await this.create(alg, now, now);
+          fileChanged = true;
+        }
+        // Two keys signing with one algorithm (an old key file on a new database): keep the newest.
+        for (const extra of signing.slice(1)) await this.setRetired(extra, now);
+      }
+      if (fileChanged) await this.saveKeyFile();
+    });
   }
 
-  /** The JWKS: every key not yet past its `expires_at`. */
+  /**
+   * The key that signs now with `alg`: the most recently activated held key that is not retired.
+   * Synchronous and in memory: it is on the hot path of every token.
+   */
+  signingKey(alg: SigningAlgorithm = 'RS256'): SigningKey {
+    const [current] = this.signingCandidates(alg, this.ctx.clock.now());
+    if (!current) {
+      throw new TesseraError('ERR_INTERNAL', `no active ${alg} signing key: the key manager was not started, or ${alg} is not enabled`);
+    }
+    return current.key;
+  }
+
+  /**
+   * Periodic work (the server's background loop): scheduled rotation, and the expiry of retired keys
+   * once the last token they signed has expired.
+   */
+  async tick(): Promise<void> {
+    return this.exclusive(async () => {
+      const now = this.ctx.clock.now();
+      if (this.settings.rotationIntervalMs > 0) {
+        for (const alg of this.algorithms) {
+          const latest = this.latest(alg);
+          if (latest && latest.activatesAt <= now && latest.activatesAt + this.settings.rotationIntervalMs <= now) {
+            await this.rotateOne(alg, false, now);
+          }
+        }
+      }
+      await this.settleExpiries(now);
+    });
+  }
+
+  /**
+   * Rotates now. Normally the new key is published at once and signs `prePublish` later, when the
+   * current key retires. With `revokeCurrent` the new key signs at once and the current key leaves
+   * the JWKS at once, so every token it signed stops verifying (for a compromised key).
+   */
+  async rotate(request: RotateSigningKeysRequest = {}): Promise<RotateSigningKeysResponse> {
+    const algorithms = request.algorithms ?? [...this.algorithms];
+    for (const alg of algorithms) {
+      if (!this.algorithms.includes(alg)) {
+        throw new TesseraError(
+          'ERR_VALIDATION',
+          `algorithms: ${alg} is not an algorithm this server signs with (${this.algorithms.join(', ')})`,
+          {
+            details: { field: 'algorithms' },
+          },
+        );
+      }
+    }
+    return this.exclusive(async () => {
+      const now = this.ctx.clock.now();
+      const kids = { created: [] as string[], revoked: [] as string[], superseded: [] as string[] };
+      for (const alg of algorithms) {
+        const r = await this.rotateOne(alg, request.revokeCurrent === true, now);
+        kids.created.push(r.created);
+        kids.revoked.push(...r.revoked);
+        kids.superseded.push(...r.superseded);
+      }
+      const all = await this.describe();
+      const pick = (list: string[]) => all.filter((k) => list.includes(k.kid));
+      return { created: pick(kids.created), revoked: pick(kids.revoked), superseded: pick(kids.superseded) };
+    });
+  }
+
+  /**
+   * On shutdown. Without a key file the private keys die with this process, so they are retired: they
+   * stay published until every token they signed has expired. With a key file they sign again after
+   * the restart and stay as they are.
+   */
+  async stop(): Promise<void> {
+    return this.exclusive(async () => {
+      if (!this.keyFile) {
+        const now = this.ctx.clock.now();
+        for (const held of this.held.values()) if (held.retiredAt === null || held.retiredAt > now) await this.setRetired(held, now);
+      }
+      this.held.clear();
+    });
+  }
+
+  /** The JWKS: pending keys (published before they sign), the active ones, and retired keys whose tokens may still be valid. */
   async jwks(): Promise<JsonWebKeySet> {
-    const now = iso(this.ctx.clock.now());
+    const now = this.ctx.clock.now();
     const rows = await this.ctx.db
       .selectFrom('signing_keys')
-      .select(['public_jwk'])
-      .where('activates_at', '<=', now)
-      .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)]))
+      .selectAll()
+      .where('revoked_at', 'is', null)
+      .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', iso(now))]))
       .orderBy('created_at', 'desc')
       .execute();
-    return buildJwks(rows.map((r) => JSON.parse(r.public_jwk) as JWK));
+    return buildJwks(rows.filter((r) => isPublished(keyState(rowTimes(r), now))).map((r) => JSON.parse(r.public_jwk) as JWK));
   }
+
+  /** Every key the database knows, newest first, with its state and the tokens it signed. */
+  async list(): Promise<ListSigningKeysResponse> {
+    const now = this.ctx.clock.now();
+    const nextRotationAt: ListSigningKeysResponse['nextRotationAt'] = {};
+    for (const alg of this.algorithms) nextRotationAt[alg] = this.nextRotation(alg);
+    return { items: await this.describe(), settings: this.rotationSettings, nextRotationAt, now: iso(now) };
+  }
+
+  /** When the next scheduled rotation of `alg` creates a new key (ISO), or null when scheduled rotation is off. */
+  nextRotation(alg: SigningAlgorithm): string | null {
+    const latest = this.latest(alg);
+    if (!latest || this.settings.rotationIntervalMs <= 0) return null;
+    return iso(latest.activatesAt + this.settings.rotationIntervalMs);
+  }
+
+  // ── internals ──
+
+  /** Serialises start, tick, rotate and stop: each reads and writes several rows and the key file. */
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(fn, fn);
+    this.queue = next.catch(() => {});
+    return next;
+  }
+
+  /** Held keys of `alg` that may sign at `now`, most recently activated first. */
+  private signingCandidates(alg: SigningAlgorithm, now: number): HeldKey[] {
+    return [...this.held.values()]
+      .filter((h) => h.key.alg === alg && h.activatesAt <= now && (h.retiredAt === null || h.retiredAt > now))
+      .sort((a, b) => b.activatesAt - a.activatesAt);
+  }
+
+  /** The held key of `alg` activated last (or to activate last: a pending key). */
+  private latest(alg: SigningAlgorithm): HeldKey | undefined {
+    return [...this.held.values()].filter((h) => h.key.alg === alg).sort((a, b) => b.activatesAt - a.activatesAt)[0];
+  }
+
+  private async rotateOne(
+    alg: SigningAlgorithm,
+    revokeCurrent: boolean,
+    now: number,
+  ): Promise<{ created: string; revoked: string[]; superseded: string[] }> {
+    const superseded: string[] = [];
+    const revoked: string[] = [];
+    // A pending key never signed: a new rotation replaces it, and it leaves the JWKS at once.
+    for (const h of [...this.held.values()]) {
+      if (h.key.alg === alg && h.activatesAt > now) {
+        await this.ctx.db
+          .updateTable('signing_keys')
+          .set({ retired_at: iso(now), expires_at: iso(now) })
+          .where('kid', '=', h.key.kid)
+          .execute();
+        this.held.delete(h.key.kid);
+        superseded.push(h.key.kid);
+      }
+    }
+    const [current] = this.signingCandidates(alg, now);
+    const activatesAt = revokeCurrent || !current ? now : now + this.settings.prePublishMs;
+    const created = await this.create(alg, now, activatesAt);
+    if (current) {
+      if (revokeCurrent) {
+        await this.ctx.db
+          .updateTable('signing_keys')
+          .set({ retired_at: iso(now), expires_at: iso(now), revoked_at: iso(now) })
+          .where('kid', '=', current.key.kid)
+          .execute();
+        this.held.delete(current.key.kid);
+        revoked.push(current.key.kid);
+      } else {
+        // The hand-over instant: the current key stops signing exactly when the new one starts.
+        await this.setRetired(current, activatesAt);
+      }
+    }
+    await this.saveKeyFile();
+    return { created: created.key.kid, revoked, superseded };
+  }
+
+  private async create(alg: SigningAlgorithm, now: number, activatesAt: number): Promise<HeldKey> {
+    const key = await generateSigningKey(alg, new Date(now), { extractable: this.keyFile !== undefined });
+    const privateJwk = this.keyFile ? await exportPrivateJwk(key) : undefined;
+    await this.insert(key, now, activatesAt);
+    const held: HeldKey = { key, privateJwk, activatesAt, retiredAt: null };
+    this.held.set(key.kid, held);
+    return held;
+  }
+
+  private async insert(key: SigningKey, now: number, activatesAt: number): Promise<void> {
+    await this.ctx.db
+      .insertInto('signing_keys')
+      .values({
+        kid: key.kid,
+        alg: key.alg,
+        public_jwk: JSON.stringify(key.publicJwk),
+        created_at: iso(now),
+        activates_at: iso(activatesAt),
+        retired_at: null,
+        expires_at: null,
+        revoked_at: null,
+      })
+      .execute();
+  }
+
+  private async setRetired(held: HeldKey, at: number): Promise<void> {
+    await this.ctx.db
+      .updateTable('signing_keys')
+      .set({ retired_at: iso(at) })
+      .where('kid', '=', held.key.kid)
+      .execute();
+    held.retiredAt = at;
+  }
+
+  private row(kid: string): Promise<KeyRow | undefined> {
+    return this.ctx.db.selectFrom('signing_keys').selectAll().where('kid', '=', kid).executeTakeFirst();
+  }
+
+  /**
+   * Gives each retired key its expiry once it has stopped signing: the `exp` of the last token it
+   * signed, plus the leeway. Drops keys that left the JWKS from memory and from the key file.
+   */
+  private async settleExpiries(now: number): Promise<void> {
+    const due = await this.ctx.db
+      .selectFrom('signing_keys')
+      .select(['kid', 'retired_at'])
+      .where('expires_at', 'is', null)
+      .where('retired_at', 'is not', null)
+      .where('retired_at', '<=', iso(now - IN_FLIGHT_GRACE_MS))
+      .execute();
+    for (const row of due) {
+      const last = await this.ctx.db
+        .selectFrom('issued_tokens')
+        .select((eb) => eb.fn.max('expires_at').as('last'))
+        .where('kid', '=', row.kid)
+        .executeTakeFirst();
+      const expiresAt = keyExpiry(Date.parse(row.retired_at as string), ms(last?.last ?? null), this.settings.expiryLeewayMs);
+      await this.ctx.db
+        .updateTable('signing_keys')
+        .set({ expires_at: iso(expiresAt) })
+        .where('kid', '=', row.kid)
+        .execute();
+    }
+    let dropped = false;
+    for (const held of [...this.held.values()]) {
+      if (held.retiredAt === null || held.retiredAt > now) continue;
+      const row = await this.row(held.key.kid);
+      if (!row || !isPublished(keyState(rowTimes(row), now))) {
+        this.held.delete(held.key.kid);
+        dropped = true;
+      }
+    }
+    if (dropped) await this.saveKeyFile();
+  }
+
+  private async describe(): Promise<SigningKeyInfo[]> {
+    const now = this.ctx.clock.now();
+    const rows = await this.ctx.db.selectFrom('signing_keys').selectAll().orderBy('created_at', 'desc').limit(500).execute();
+    const stats = await this.ctx.db
+      .selectFrom('issued_tokens')
+      .select(['kid', (eb) => eb.fn.countAll<number>().as('n'), (eb) => eb.fn.max('expires_at').as('last')])
+      .groupBy('kid')
+      .execute();
+    const byKid = new Map(stats.map((s) => [s.kid, s]));
+    return rows.map((r) => {
+      const state = keyState(rowTimes(r), now);
+      const s = byKid.get(r.kid);
+      return {
+        kid: r.kid,
+        alg: r.alg as SigningAlgorithm,
+        state,
+        published: isPublished(state),
+        held: this.held.has(r.kid),
+        createdAt: r.created_at,
+        activatesAt: r.activates_at,
+        retiredAt: r.retired_at,
+        expiresAt: r.expires_at,
+        revokedAt: r.revoked_at,
+        tokensIssued: Number(s?.n ?? 0),
+        lastTokenExpiresAt: (s?.last as string | null | undefined) ?? null,
+      };
+    });
+  }
+
+  private async saveKeyFile(): Promise<void> {
+    if (!this.keyFile) return;
+    const keys = [...this.held.values()].map((h) => h.privateJwk).filter((k): k is JWK => k !== undefined);
+    await writeKeyFile(this.keyFile, keys);
+  }
+}
+
+function rowTimes(r: KeyRow) {
+  return { activatesAt: Date.parse(r.activates_at), retiredAt: ms(r.retired_at), expiresAt: ms(r.expires_at), revokedAt: ms(r.revoked_at) };
+}
+
+/** Options → compiled settings (ms). */
+export function compileKeySettings(options: KeySettingsOptions = {}): KeySettings {
+  return {
+    prePublishMs:
+      options.prePublish === undefined ? DEFAULT_KEY_SETTINGS.prePublishMs : parseDuration(options.prePublish, 'keys.prePublish'),
+    rotationIntervalMs:
+      options.rotationInterval === undefined
+        ? DEFAULT_KEY_SETTINGS.rotationIntervalMs
+        : parseDuration(options.rotationInterval, 'keys.rotationInterval'),
+    expiryLeewayMs:
+      options.expiryLeeway === undefined ? DEFAULT_KEY_SETTINGS.expiryLeewayMs : parseDuration(options.expiryLeeway, 'keys.expiryLeeway'),
+  };
 }

@@ -7,6 +7,7 @@ import {
   type ProposeStateRequest,
   type ProposeStateResponse,
   type RunError,
+  redactSecrets,
   STATE_NAMES,
   type StateCause,
   type StateHistoryEntry,
@@ -267,14 +268,16 @@ export class RunService {
     const now = this.ctx.clock.now();
     const patch: Updateable<FlowRunTable> = {};
     let stateName = name;
-    const message = req.state.message ?? null;
+    // Whatever a client sends is masked before it is stored: a flow that returns or throws a token
+    // must not put it in the database.
+    const message = req.state.message ? redactSecrets(req.state.message) : null;
 
     if (to === 'RUNNING') {
       if (!run.start_time) patch.start_time = iso(now);
       if (run.attempt > 1 && stateName === 'Running') stateName = 'Retrying';
     }
     if (to === 'COMPLETED') {
-      const result = toJson(req.result ?? null);
+      const result = redactSecrets(toJson(req.result ?? null));
       if (result.length > MAX_RESULT_BYTES) {
         throw new TesseraError(
           'ERR_VALIDATION',
@@ -285,7 +288,7 @@ export class RunService {
       patch.error = null;
     }
     if (to === 'FAILED' || to === 'CRASHED') {
-      patch.error = toJson(req.error ?? { name: 'Error', message: message ?? `run ${STATE_NAMES[to].toLowerCase()}` });
+      patch.error = redactSecrets(toJson(req.error ?? { name: 'Error', message: message ?? `run ${STATE_NAMES[to].toLowerCase()}` }));
     }
     if (to === 'SCHEDULED') {
       // Given back before it started (e.g. by its worker): claimable again, same attempt count.

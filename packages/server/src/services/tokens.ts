@@ -1,26 +1,44 @@
+import { createHash } from 'node:crypto';
 import {
   type DeploymentIdentity,
   type IdentityTokenRequest,
-  type IdentityTokenResponse,
+  type IssuedIdentityToken,
   parseDuration,
+  redactSecrets,
   type StateCause,
   TesseraError,
 } from '@tessera/core';
-import { buildDefaultSubject, mintRunToken } from '@tessera/identity';
+import { buildAwsSessionTags, mintRunToken, renderSubject, verifyDpopProof } from '@tessera/identity';
 import { iso } from '../lib/clock.js';
 import { fromJson } from '../lib/json.js';
 import type { ServiceContext } from './context.js';
 import type { RunCredentialPrincipal } from './credentials.js';
 import type { KeyManager } from './keys.js';
+import { DEFAULT_WORKSPACE, resolveSubTemplate } from './workspace-identity.js';
 
+/** Lifetime of a token when the caller names none: 5 minutes, like GitHub's and SPIRE's. */
 export const DEFAULT_TOKEN_LIFETIME_MS = 5 * 60_000;
+/** The longest lifetime a deployment allows when it sets no `identity.maxLifetimeMs`: 1 hour. */
 export const DEFAULT_MAX_TOKEN_LIFETIME_MS = 60 * 60_000;
-export const WORKSPACE = 'default';
+/** The workspace every token names (one per server today). */
+export const WORKSPACE = DEFAULT_WORKSPACE;
+
+/** A DPoP proof sent with a token request, and where the request arrived. */
+export interface DpopRequest {
+  /** The `DPoP` header's value. */
+  proof: string;
+  /** The request's HTTP method. */
+  method: string;
+  /** URLs the request may be addressed as (see {@link verifyDpopProof}). */
+  urls: string[];
+}
 
 /**
- * Issues run identity tokens: the caller is a live run credential; the audience must be on the
- * deployment's allowlist; the lifetime is capped by the deployment's maximum; each issuance is
- * recorded (jti, audience, expiry, never the token).
+ * Issues run identity tokens: the caller is a live run credential whose run's identity is not
+ * revoked; the audience must be on the deployment's allowlist; the lifetime is capped by the
+ * deployment's maximum; `sub` follows the deployment's (or workspace's) template; a DPoP proof, when
+ * sent, binds the token to its key (`cnf.jkt`). Each issuance is recorded (jti, audience, expiry,
+ * thumbprint — never the token).
  */
 export class TokenService {
   private readonly recent = new Map<string, number[]>();
@@ -31,7 +49,13 @@ export class TokenService {
     private readonly issuer: () => string,
   ) {}
 
-  async issue(principal: RunCredentialPrincipal, req: IdentityTokenRequest): Promise<IdentityTokenResponse> {
+  /**
+   * Issues one token for the caller's run.
+   * @throws TesseraError `ERR_AUDIENCE_REQUIRED`, `ERR_RATE_LIMITED`, `ERR_CREDENTIAL_REVOKED`,
+   *   `ERR_IDENTITY_REVOKED`, `ERR_NO_IDENTITY`, `ERR_AUDIENCE_NOT_ALLOWED`, `ERR_VALIDATION`
+   *   (lifetime, task run), `ERR_DPOP_PROOF_INVALID`.
+   */
+  async issue(principal: RunCredentialPrincipal, req: IdentityTokenRequest, dpop?: DpopRequest): Promise<IssuedIdentityToken> {
     const audience = typeof req.audience === 'string' ? req.audience.trim() : '';
     if (!audience) {
       throw new TesseraError(
@@ -74,6 +98,17 @@ export class TokenService {
         `this run credential is for attempt ${principal.attempt}; the run is on attempt ${run.attempt}`,
       );
     }
+    const revoked = await this.ctx.db
+      .selectFrom('identity_revocations')
+      .select(['revoked_at'])
+      .where('flow_run_id', '=', run.id)
+      .executeTakeFirst();
+    if (revoked) {
+      throw new TesseraError(
+        'ERR_IDENTITY_REVOKED',
+        `the identity of run ${run.id} was revoked at ${revoked.revoked_at}: it gets no more identity tokens, and the ones it had are inactive. Start a new run if it needs them.`,
+      );
+    }
     if (!run.deployment || !run.deployment_id) {
       throw new TesseraError(
         'ERR_NO_IDENTITY',
@@ -85,16 +120,17 @@ export class TokenService {
       const suggestion = closest(audience, identity.audiences);
       throw new TesseraError(
         'ERR_AUDIENCE_NOT_ALLOWED',
-        `audience "${audience}" is not allowed for deployment "${run.deployment}" — allowed: ${identity.audiences.join(', ') || '(none: add identity.audiences to the deployment)'}.${suggestion ? ` Did you mean "${suggestion}"?` : ''}`,
+        `audience "${redactSecrets(audience)}" is not allowed for deployment "${run.deployment}" — allowed: ${identity.audiences.join(', ') || '(none: add identity.audiences to the deployment)'}.${suggestion ? ` Did you mean "${suggestion}"?` : ''}`,
         { details: { field: 'audience' } },
       );
     }
     const maxLifetime = identity.maxLifetimeMs ?? DEFAULT_MAX_TOKEN_LIFETIME_MS;
     const lifetimeMs = req.lifetime === undefined ? DEFAULT_TOKEN_LIFETIME_MS : parseDuration(req.lifetime, 'lifetime');
-    if (lifetimeMs < 60_000 || lifetimeMs > maxLifetime) {
+    const minLifetime = this.ctx.settings.minTokenLifetimeMs;
+    if (lifetimeMs < minLifetime || lifetimeMs > maxLifetime) {
       throw new TesseraError(
         'ERR_VALIDATION',
-        `lifetime: ${Math.round(lifetimeMs / 1000)} s is outside what deployment "${run.deployment}" allows (60 s to ${maxLifetime / 1000} s)`,
+        `lifetime: ${Math.round(lifetimeMs / 1000)} s is outside what deployment "${run.deployment}" allows (${minLifetime / 1000} s to ${maxLifetime / 1000} s)`,
         {
           details: { field: 'lifetime' },
         },
@@ -105,18 +141,49 @@ export class TokenService {
     if (req.taskRunId) {
       const task = await this.ctx.db
         .selectFrom('task_runs')
-        .select(['id', 'name'])
+        .select(['id', 'task_key', 'flow_run_id'])
         .where('id', '=', req.taskRunId)
-        .where('flow_run_id', '=', run.id)
         .executeTakeFirst();
+      if (task && task.flow_run_id !== run.id) {
+        throw new TesseraError(
+          'ERR_VALIDATION',
+          `taskRunId: task run ${req.taskRunId} belongs to another flow run; name a task run of this run`,
+          {
+            details: { field: 'taskRunId' },
+          },
+        );
+      }
       taskRunId = req.taskRunId;
       // The task run may not have reached the server yet (events are batched); trust only its id shape then.
-      taskName = task?.name ?? req.taskName;
+      taskName = task?.task_key ?? req.taskName;
     }
     const triggeredBy = fromJson<StateCause>(run.triggered_by, { kind: 'server', id: 'unknown' });
-    const sub = buildDefaultSubject({ workspace: WORKSPACE, deployment: run.deployment, environment: run.environment ?? 'dev' });
-    const key = this.keys.signingKey(identity.algorithm ?? 'RS256');
+    const environment = run.environment ?? 'dev';
+    const project = run.project ?? 'default';
+    const template = await resolveSubTemplate(this.ctx.db, identity.subTemplate);
+    const sub = renderSubject(
+      template.keys,
+      {
+        workspace: WORKSPACE,
+        project,
+        flow: run.flow,
+        deployment: run.deployment,
+        deployment_id: run.deployment_id,
+        environment,
+        work_pool: run.pool ?? '',
+      },
+      template.source === 'deployment' ? 'identity.subTemplate' : 'subTemplate',
+    );
     const now = new Date(this.ctx.clock.now());
+    const bound = dpop
+      ? await verifyDpopProof(dpop.proof, {
+          method: dpop.method,
+          urls: dpop.urls,
+          now,
+          remember: (jkt, jti, until) => this.rememberProof(jkt, jti, until),
+        })
+      : undefined;
+    const key = this.keys.signingKey(identity.algorithm ?? 'RS256');
     const minted = await mintRunToken({
       key,
       issuer: this.issuer(),
@@ -126,11 +193,11 @@ export class TokenService {
       now,
       claims: {
         workspace: WORKSPACE,
-        project: run.project ?? 'default',
+        project,
         flow: run.flow,
         deployment: run.deployment,
         deployment_id: run.deployment_id,
-        environment: run.environment ?? 'dev',
+        environment,
         run_id: run.id,
         run_attempt: run.attempt,
         work_pool: run.pool,
@@ -138,9 +205,24 @@ export class TokenService {
         trigger_kind: run.trigger_kind,
         triggered_by: `${triggeredBy.kind}:${triggeredBy.label ?? triggeredBy.id}`,
         tags: fromJson<string[]>(run.tags, []),
-        sub_template_version: 1,
+        sub_template_version: template.version,
         ...(taskRunId ? { task_run_id: taskRunId } : {}),
         ...(taskName ? { task: taskName } : {}),
+        ...(bound ? { cnf: { jkt: bound.jkt } } : {}),
+        ...(identity.awsSessionTags
+          ? {
+              'https://aws.amazon.com/tags': buildAwsSessionTags({
+                workspace: WORKSPACE,
+                project,
+                flow: run.flow,
+                deployment: run.deployment,
+                deployment_id: run.deployment_id,
+                environment,
+                work_pool: run.pool,
+                run_id: run.id,
+              }),
+            }
+          : {}),
       },
     });
     await this.ctx.db
@@ -155,6 +237,8 @@ export class TokenService {
         kid: key.kid,
         issued_at: iso(minted.issuedAt.getTime()),
         expires_at: iso(minted.expiresAt.getTime()),
+        revoked_at: null,
+        cnf_jkt: bound?.jkt ?? null,
       })
       .execute();
     return {
@@ -166,7 +250,21 @@ export class TokenService {
       alg: key.alg,
       sub,
       aud: audience,
+      ...(bound ? { cnf: { jkt: bound.jkt } } : {}),
     };
+  }
+
+  /** Records a DPoP proof until it can no longer be accepted; false when it was seen before (a replay). */
+  private async rememberProof(jkt: string, jti: string, until: Date): Promise<boolean> {
+    const now = iso(this.ctx.clock.now());
+    await this.ctx.db.deleteFrom('dpop_proofs').where('expires_at', '<', now).execute();
+    const id = createHash('sha256').update(`${jkt} ${jti}`).digest('hex');
+    const res = await this.ctx.db
+      .insertInto('dpop_proofs')
+      .values({ id, expires_at: iso(until.getTime()) })
+      .onConflict((oc) => oc.column('id').doNothing())
+      .executeTakeFirst();
+    return Number(res.numInsertedOrUpdatedRows ?? 0n) === 1;
   }
 
   private rateLimit(runId: string): void {
@@ -174,9 +272,11 @@ export class TokenService {
     const windowStart = now - 60_000;
     const times = (this.recent.get(runId) ?? []).filter((t) => t > windowStart);
     if (times.length >= this.ctx.settings.tokenRateLimitPerMinute) {
+      const retryAfterSeconds = Math.max(1, Math.ceil(((times[0] ?? now) + 60_000 - now) / 1000));
       throw new TesseraError(
         'ERR_RATE_LIMITED',
-        `this run asked for more than ${this.ctx.settings.tokenRateLimitPerMinute} identity tokens in a minute; reuse a token until shortly before it expires`,
+        `this run asked for more than ${this.ctx.settings.tokenRateLimitPerMinute} identity tokens in a minute; reuse a token until shortly before it expires (retry in ${retryAfterSeconds} s)`,
+        { details: { limitPerMinute: this.ctx.settings.tokenRateLimitPerMinute, retryAfterSeconds } },
       );
     }
     times.push(now);

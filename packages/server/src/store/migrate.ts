@@ -3,6 +3,8 @@ import { type Kysely, type Migration, type MigrationProvider, Migrator } from 'k
 import type { StoreDialect } from './dialect.js';
 import * as m0001 from './migrations/0001-initial.js';
 import * as m0002 from './migrations/0002-project.js';
+import * as m0003 from './migrations/0003-keys.js';
+import * as m0004 from './migrations/0004-identity.js';
 
 type MigrationModule = { up(db: Kysely<unknown>, dialect: StoreDialect): Promise<void> };
 
@@ -10,6 +12,8 @@ type MigrationModule = { up(db: Kysely<unknown>, dialect: StoreDialect): Promise
 const MIGRATIONS: Record<string, MigrationModule> = {
   '0001-initial': m0001,
   '0002-project': m0002,
+  '0003-keys': m0003,
+  '0004-identity': m0004,
 };
 
 class StaticProvider implements MigrationProvider {

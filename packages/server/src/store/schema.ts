@@ -163,6 +163,8 @@ export interface SigningKeyTable {
   retired_at: string | null;
   /** When this key can leave the JWKS: every token it signed has expired. */
   expires_at: string | null;
+  /** When this key was revoked: it left the JWKS at once (0003-keys). */
+  revoked_at: string | null;
 }
 
 export interface IssuedTokenTable {
@@ -174,6 +176,36 @@ export interface IssuedTokenTable {
   sub: string;
   kid: string;
   issued_at: string;
+  expires_at: string;
+  /** Set when the run's identity was revoked: introspection reports the token inactive (0004-identity). */
+  revoked_at: string | null;
+  /** RFC 7638 thumbprint of the DPoP key the token is bound to (`cnf.jkt`), if any (0004-identity). */
+  cnf_jkt: string | null;
+}
+
+/** Identity settings of a workspace (0004-identity). */
+export interface WorkspaceSettingsTable {
+  workspace: string;
+  /** JSON: `{ subTemplate?: SubTemplateKey[] }`. */
+  identity: string;
+  updated_at: string;
+  /** JSON StateCause of who changed it. */
+  updated_by: string;
+}
+
+/** A run whose identity was revoked: no more tokens, and its tokens are inactive (0004-identity). */
+export interface IdentityRevocationTable {
+  flow_run_id: string;
+  revoked_at: string;
+  /** JSON StateCause. */
+  revoked_by: string;
+  reason: string | null;
+}
+
+/** DPoP proofs seen recently, to refuse a replay (0004-identity). */
+export interface DpopProofTable {
+  /** SHA-256 hex of `jkt + " " + jti`. */
+  id: string;
   expires_at: string;
 }
 
@@ -191,4 +223,7 @@ export interface Database {
   run_credentials: RunCredentialTable;
   signing_keys: SigningKeyTable;
   issued_tokens: IssuedTokenTable;
+  workspace_settings: WorkspaceSettingsTable;
+  identity_revocations: IdentityRevocationTable;
+  dpop_proofs: DpopProofTable;
 }

@@ -1,0 +1,136 @@
+import { type StateCause, SUB_TEMPLATE_KEYS, TesseraError } from '@tessera/core';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import type { Services } from '../services/index.js';
+import { type Principal, route } from './route.js';
+import * as S from './schemas.js';
+
+const FORM = 'application/x-www-form-urlencoded';
+const TOKEN_PATH = '/api/identity/token';
+
+const workspaceIdentity = z
+  .object({ subTemplate: z.array(z.enum(SUB_TEMPLATE_KEYS)).min(1).max(SUB_TEMPLATE_KEYS.length).nullable() })
+  .strict();
+const revokeIdentity = z.object({ reason: z.string().max(1000).optional() }).strict();
+
+function causeOf(principal: Principal | null): StateCause {
+  if (principal?.kind === 'local-admin') return { kind: 'person', id: principal.id, label: principal.label };
+  return { kind: 'person', id: 'unknown' };
+}
+
+/**
+ * Form bodies (RFC 6749 §B, what RFC 7662 introspection requires) parse to an object of strings. A
+ * parameter sent twice becomes an array, which every schema refuses: RFC 6749 §3.2 forbids repeats.
+ */
+function registerFormParser(app: FastifyInstance): void {
+  if (app.hasContentTypeParser(FORM)) return;
+  app.addContentTypeParser(FORM, { parseAs: 'string' }, (_req, body, done) => {
+    const out: Record<string, string | string[]> = {};
+    for (const [k, v] of new URLSearchParams(body as string)) {
+      const prev = out[k];
+      out[k] = prev === undefined ? v : [...(Array.isArray(prev) ? prev : [prev]), v];
+    }
+    done(null, out);
+  });
+}
+
+/** The URLs a DPoP proof's `htu` may name: the token endpoint as discovery publishes it, and as this request reached us. */
+function tokenEndpointUrls(s: Services, request: FastifyRequest): string[] {
+  return [`${s.issuer().replace(/\/+$/, '')}${TOKEN_PATH}`, `${request.protocol}://${request.host}${TOKEN_PATH}`];
+}
+
+/**
+ * Run identity: tokens, introspection (RFC 7662), revocation, workspace `sub` templates.
+ * See docs/identity.md.
+ */
+export function registerIdentityRoutes(app: FastifyInstance, s: Services): void {
+  registerFormParser(app);
+
+  route(app, {
+    method: 'POST',
+    url: TOKEN_PATH,
+    access: 'run',
+    summary: 'Issue a run identity token (JWT) for one audience; send a DPoP header to bind it to a key',
+    tags: ['identity'],
+    body: S.identityToken,
+    handler: async ({ body, principal, request, reply }) => {
+      const header = request.headers.dpop;
+      if (Array.isArray(header)) {
+        throw new TesseraError('ERR_DPOP_PROOF_INVALID', 'DPoP proof refused: send exactly one DPoP header', {
+          details: { field: 'DPoP', reason: 'malformed' },
+        });
+      }
+      try {
+        return await s.tokens.issue(
+          (principal as Extract<Principal, { kind: 'run' }>).run,
+          {
+            audience: body.audience ?? '',
+            ...(body.lifetime !== undefined ? { lifetime: body.lifetime } : {}),
+            ...(body.taskRunId ? { taskRunId: body.taskRunId } : {}),
+            ...(body.taskName ? { taskName: body.taskName } : {}),
+          },
+          header === undefined ? undefined : { proof: header, method: request.method, urls: tokenEndpointUrls(s, request) },
+        );
+      } catch (e) {
+        const retry = e instanceof TesseraError && e.code === 'ERR_RATE_LIMITED' ? e.details?.retryAfterSeconds : undefined;
+        if (typeof retry === 'number') reply.header('retry-after', String(retry));
+        throw e;
+      }
+    },
+  });
+
+  route(app, {
+    method: 'POST',
+    url: '/api/identity/introspect',
+    // Anyone holding a token may ask whether it is still active: the token's claims are readable by
+    // its holder anyway, and guessing a signed token is not possible (RFC 7662 §4 token scanning).
+    access: 'public',
+    summary: 'RFC 7662 introspection: form (or JSON) body token=…; { active: false } unless valid and its run alive',
+    tags: ['identity'],
+    handler: async ({ request, reply }) => {
+      const body = (request.body ?? {}) as Record<string, unknown>;
+      reply.header('cache-control', 'no-store');
+      if (typeof body.token !== 'string' || body.token === '') {
+        const repeated = Array.isArray(body.token);
+        const message = repeated
+          ? 'token: sent more than once; send exactly one token parameter (RFC 6749 §3.2)'
+          : `token: required. POST ${FORM} (or JSON) with token=<the JWT> (RFC 7662 §2.1)`;
+        // RFC 6749 §5.2 error form, plus Tessera's code and message.
+        reply.code(400).send({ error: 'invalid_request', error_description: message, code: 'ERR_VALIDATION', message });
+        return reply;
+      }
+      const { response, reason } = await s.identityLifecycle.introspect(body.token);
+      if (reason) request.log.debug({ reason }, 'introspection: token inactive');
+      return response;
+    },
+  });
+
+  route(app, {
+    method: 'POST',
+    url: '/api/flow-runs/:id/revoke-identity',
+    access: 'user',
+    summary: "Revoke a run's identity: its tokens turn inactive and it gets no new ones (ERR_IDENTITY_REVOKED)",
+    tags: ['identity', 'flow runs'],
+    body: revokeIdentity,
+    handler: ({ params, body, principal }) => s.identityLifecycle.revoke(params.id as string, causeOf(principal), body.reason),
+  });
+
+  route(app, {
+    method: 'GET',
+    url: '/api/workspaces/:workspace/identity',
+    access: 'user',
+    summary: "The workspace's sub template (used by deployments that set none)",
+    tags: ['identity'],
+    handler: ({ params }) => s.workspaceIdentity.get(params.workspace as string),
+  });
+
+  route(app, {
+    method: 'PUT',
+    url: '/api/workspaces/:workspace/identity',
+    access: 'user',
+    summary: "Set the workspace's sub template (null: back to the default); refused if a deployment's sub would exceed 127 characters",
+    tags: ['identity'],
+    body: workspaceIdentity,
+    handler: ({ params, body, principal }) => s.workspaceIdentity.put(params.workspace as string, body, causeOf(principal)),
+  });
+}

@@ -1,0 +1,95 @@
+import type { KeyPublication, RotateSigningKeysRequest } from '@tessera/core';
+import { TesseraError } from '@tessera/core';
+import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import { iso } from '../lib/clock.js';
+import type { Services } from '../services/index.js';
+import { JWKS_MAX_AGE_MS } from '../services/keys.js';
+import { route } from './route.js';
+
+const rotateBody = z
+  .object({
+    revokeCurrent: z.boolean().optional(),
+    algorithms: z
+      .array(z.enum(['RS256', 'ES256']))
+      .min(1)
+      .optional(),
+  })
+  .strict();
+
+/** The signing-key API under /api/keys (docs/keys.md). Access `user` for now; issue #5 makes it admin-only. */
+export function registerKeyRoutes(app: FastifyInstance, s: Services): void {
+  route(app, {
+    method: 'GET',
+    url: '/api/keys',
+    access: 'user',
+    summary: 'List signing keys with their states (pending, active, retired, expired, revoked)',
+    tags: ['keys'],
+    handler: () => s.keys.list(),
+  });
+  route(app, {
+    method: 'POST',
+    url: '/api/keys/rotate',
+    access: 'user',
+    summary: 'Rotate signing keys now; revokeCurrent removes the current keys from the JWKS at once',
+    tags: ['keys'],
+    body: rotateBody,
+    handler: ({ body }) => s.keys.rotate(body as RotateSigningKeysRequest),
+  });
+  route(app, {
+    method: 'GET',
+    url: '/api/keys/publication',
+    access: 'user',
+    summary: 'Discovery document and JWKS to serve from a static site standing in for the issuer',
+    tags: ['keys'],
+    handler: async ({ query }): Promise<KeyPublication> => {
+      const serverIssuer = s.issuer();
+      const issuer = query.issuer ? checkIssuer(query.issuer) : serverIssuer;
+      // The server's own document, re-pointed: one source of truth for claims and algorithms.
+      const own = await app.inject({ method: 'GET', url: '/.well-known/openid-configuration' });
+      const doc = own.json() as Record<string, unknown>;
+      const { token_endpoint: _t, introspection_endpoint: _i, ...rest } = doc;
+      const openidConfiguration = {
+        ...rest,
+        issuer,
+        jwks_uri: `${issuer.replace(/\/+$/, '')}/.well-known/jwks.json`,
+        // A bucket serves neither endpoint; keep them only when the issuer is this server.
+        ...(issuer === serverIssuer ? { token_endpoint: _t, introspection_endpoint: _i } : {}),
+      };
+      const now = s.ctx.clock.now();
+      const { prePublishMs } = s.keys.rotationSettings;
+      const next = (['RS256', 'ES256'] as const)
+        .map((alg) => s.keys.nextRotation(alg))
+        .filter((t): t is string => t !== null)
+        .map(Date.parse)
+        .sort((a, b) => a - b)[0];
+      return {
+        issuer,
+        serverIssuer,
+        openidConfiguration,
+        jwks: (await s.keys.jwks()) as KeyPublication['jwks'],
+        nextRotationAt: next === undefined ? null : iso(next),
+        republishBy: next === undefined ? null : iso(Math.max(next, next + prePublishMs - JWKS_MAX_AGE_MS, now)),
+      };
+    },
+  });
+}
+
+function checkIssuer(value: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new TesseraError('ERR_VALIDATION', `issuer: "${value}" is not a URL; expected e.g. https://tessera-issuer.example.com`, {
+      details: { field: 'issuer' },
+    });
+  }
+  if ((url.protocol !== 'https:' && url.protocol !== 'http:') || url.search || url.hash) {
+    throw new TesseraError(
+      'ERR_VALIDATION',
+      `issuer: "${value}" must be an https URL without query or fragment (AWS, GCP and Azure require https)`,
+      { details: { field: 'issuer' } },
+    );
+  }
+  return value;
+}
