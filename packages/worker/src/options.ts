@@ -31,6 +31,12 @@ export interface WorkerOptions {
   runnerModule?: string | URL;
   /** Extra environment for every flow process; a deployment's own `env` wins over it. */
   env?: Record<string, string>;
+  /**
+   * Directory in which each run with token files (`identity.tokenFiles`) gets its own directory
+   * (mode 0700, removed when the run ends). Created if missing. See docs/token-files.md.
+   * @default os.tmpdir()
+   */
+  tokenDir?: string;
   /** @default console (info → stdout, warn and error → stderr) */
   logger?: WorkerLogger;
   /** Receives every {@link WorkerEvent}; exceptions it throws are logged and ignored. */

@@ -8,6 +8,7 @@ import { type CompiledWorkerOptions, compileWorkerOptions, resolveLoaderUrl, res
 import { decideFinalState } from './lib/final-state.js';
 import { type FlowProcess, launchFlowProcess, type ProcessExit } from './lib/flow-process.js';
 import { type RetryingOptions, retrying } from './lib/retry.js';
+import { type ProjectedTokenFiles, projectTokenFiles } from './lib/token-files.js';
 import type { StopOptions, WorkerLogger, WorkerOptions } from './options.js';
 
 /** Longest wait between two polls while the server is unreachable, ms. */
@@ -32,6 +33,8 @@ interface RunSlot {
   killTimer: NodeJS.Timeout | undefined;
   /** Aborted when the server forgets the run: its report, if any, must not be sent. */
   readonly reportAbort: AbortController;
+  /** Aborted when the run must not start after all (cancelled, forgotten, worker stopping). */
+  readonly startAbort: AbortController;
   done: Promise<void>;
 }
 
@@ -253,6 +256,7 @@ export class Worker {
       forgotten: false,
       killTimer: undefined,
       reportAbort: new AbortController(),
+      startAbort: new AbortController(),
       done: Promise.resolve(),
     };
     this.runs.set(runId, slot);
@@ -267,34 +271,64 @@ export class Worker {
   }
 
   private async execute(slot: RunSlot): Promise<void> {
-    const problem = await this.checkWorkingDirectory(slot.claimed.path);
+    const startable = () => !slot.forgotten && !slot.cancelRequested && !slot.shutdown;
+    let notStarted = await this.checkWorkingDirectory(slot.claimed.path);
     let exit: ProcessExit | undefined;
-    let notStarted = problem;
-    if (!problem && !slot.forgotten && !slot.cancelRequested && !slot.shutdown) {
-      const proc = launchFlowProcess({
-        claimed: slot.claimed,
-        apiUrl: this.options.apiUrl,
-        loaderUrl: this.loaderUrl,
-        runnerPath: this.runnerPath,
-        env: this.options.env,
-        stdout: this.options.output.stdout,
-        stderr: this.options.output.stderr,
-      });
-      slot.process = proc;
-      slot.startedAt = Date.now();
-      if (proc.pid !== undefined) this.emit({ type: 'started', runId: slot.runId, pid: proc.pid });
-      exit = await proc.exited;
-      clearTimeout(slot.killTimer);
-      const durationMs = Date.now() - slot.startedAt;
-      this.emit({ type: 'exited', runId: slot.runId, code: exit.code, signal: exit.signal, durationMs });
-      this.log.info(
-        `${slot.label} flow process exited with code ${exit.code ?? 'none'} (signal ${exit.signal ?? 'none'}) after ${formatDuration(durationMs)}`,
-      );
-    } else if (!problem) {
-      notStarted = 'the run was cancelled or the worker stopped before it started';
+    let tokenFiles: ProjectedTokenFiles | undefined;
+    try {
+      if (!notStarted && slot.claimed.tokenFiles !== undefined && startable()) {
+        try {
+          tokenFiles = await this.projectTokenFiles(slot);
+        } catch (e) {
+          // Abandoned because the run was cancelled meanwhile: reported as such below.
+          if (startable()) notStarted = errorMessage(e);
+        }
+      }
+      if (!notStarted && startable()) {
+        const proc = launchFlowProcess({
+          claimed: slot.claimed,
+          apiUrl: this.options.apiUrl,
+          loaderUrl: this.loaderUrl,
+          runnerPath: this.runnerPath,
+          env: this.options.env,
+          stdout: this.options.output.stdout,
+          stderr: this.options.output.stderr,
+          tokenFiles,
+        });
+        slot.process = proc;
+        slot.startedAt = Date.now();
+        if (proc.pid !== undefined) this.emit({ type: 'started', runId: slot.runId, pid: proc.pid });
+        exit = await proc.exited;
+        clearTimeout(slot.killTimer);
+        const durationMs = Date.now() - slot.startedAt;
+        this.emit({ type: 'exited', runId: slot.runId, code: exit.code, signal: exit.signal, durationMs });
+        this.log.info(
+          `${slot.label} flow process exited with code ${exit.code ?? 'none'} (signal ${exit.signal ?? 'none'}) after ${formatDuration(durationMs)}`,
+        );
+      } else if (!notStarted) {
+        notStarted = 'the run was cancelled or the worker stopped before it started';
+      }
+    } finally {
+      // Whatever ended the run (its own end, a crash, a cancel, a forget, the worker stopping), its tokens go with it.
+      await tokenFiles?.close();
     }
     if (slot.forgotten) return;
     await this.report(slot, exit, notStarted);
+  }
+
+  /** Fetches the run's first tokens with its own credential and writes its token files. */
+  private projectTokenFiles(slot: RunSlot): Promise<ProjectedTokenFiles> {
+    const runClient = this.client.withToken(slot.claimed.credential);
+    return projectTokenFiles({
+      spec: slot.claimed.tokenFiles,
+      runId: slot.runId,
+      baseDir: this.options.tokenDir,
+      issue: (request) => runClient.issueIdentityToken(request),
+      logger: this.log,
+      label: slot.label,
+      retryForMs: this.options.serverRetryForMs,
+      signal: slot.startAbort.signal,
+    });
   }
 
   private async checkWorkingDirectory(path: string): Promise<string | undefined> {
@@ -398,6 +432,7 @@ export class Worker {
     const slot = this.runs.get(runId);
     if (!slot || slot.forgotten || slot.cancelRequested) return;
     slot.cancelRequested = true;
+    slot.startAbort.abort();
     this.log.info(`${slot.label}: cancellation requested; stopping its flow process`);
     this.emit({ type: 'cancelled', runId, reason: 'requested' });
     this.terminate(slot);
@@ -412,6 +447,7 @@ export class Worker {
     if (!slot || slot.forgotten) return;
     slot.forgotten = true;
     slot.reportAbort.abort();
+    slot.startAbort.abort();
     clearTimeout(slot.killTimer);
     this.log.warn(`${slot.label}: the server no longer expects this worker to run it; killing its flow process`);
     this.emit({ type: 'cancelled', runId, reason: 'forgotten' });
@@ -423,6 +459,7 @@ export class Worker {
     if (slots.length > 0) this.log.warn(`worker "${this.name}": ${reason}; stopping ${slots.length} run(s)`);
     for (const slot of slots) {
       slot.shutdown = true;
+      slot.startAbort.abort();
       if (slot.process && !slot.process.alive()) continue;
       this.emit({ type: 'cancelled', runId: slot.runId, reason: 'shutdown' });
       this.terminate(slot);

@@ -10,10 +10,12 @@ import {
   type ClaimedRun,
   checkTransition,
   type FlowRun,
+  type IdentityTokenRequest,
   isTerminal,
   type ProposeStateRequest,
   STATE_NAMES,
   type StateType,
+  type TokenFilesSpec,
   type WorkerPollRequest,
   type WorkerPollResponse,
 } from '@tessera/core';
@@ -42,6 +44,7 @@ export interface RecordedProposal {
 export interface EnqueueOptions {
   path: string;
   env?: Record<string, string>;
+  tokenFiles?: TokenFilesSpec;
   entrypoint?: string;
   name?: string;
 }
@@ -59,6 +62,12 @@ export class FakeTesseraApi {
   readonly queue: string[] = [];
   /** When set, every state proposal is answered 409. */
   rejectProposals = false;
+  /** Identity tokens handed out (unsigned, JWT-shaped: the worker only reads `exp - iat`). */
+  readonly tokens: { runId: string; audience: string; token: string }[] = [];
+  /** Audiences the identity-token route refuses with 403 ERR_AUDIENCE_NOT_ALLOWED. */
+  readonly refusedAudiences = new Set<string>();
+  /** Lifetime of the identity tokens handed out, s. */
+  tokenLifetimeS = 60;
   port = 0;
   private server: Server | undefined;
   private readonly waiters = new Set<Waiter>();
@@ -128,7 +137,12 @@ export class FakeTesseraApi {
     };
     this.runs.set(id, {
       run,
-      claim: { entrypoint: options.entrypoint ?? 'flows.ts:main', path: options.path, env: options.env ?? {} },
+      claim: {
+        entrypoint: options.entrypoint ?? 'flows.ts:main',
+        path: options.path,
+        env: options.env ?? {},
+        ...(options.tokenFiles ? { tokenFiles: options.tokenFiles } : {}),
+      },
       credential: undefined,
       revoked: false,
     });
@@ -205,6 +219,39 @@ export class FakeTesseraApi {
     return !fake.revoked && header === `Bearer ${fake.credential}` ? 'credential' : null;
   }
 
+  /** `POST /api/identity/token`: a token for the run whose live credential is presented. */
+  private issueToken(req: IncomingMessage, res: ServerResponse, body: IdentityTokenRequest): void {
+    const fake = [...this.runs.values()].find((r) => r.credential && req.headers.authorization === `Bearer ${r.credential}`);
+    if (!fake || fake.revoked) {
+      send(res, 401, { error: 'TesseraError', code: 'ERR_CREDENTIAL_REVOKED', message: 'the run credential is no longer valid' });
+      return;
+    }
+    if (this.refusedAudiences.has(body.audience)) {
+      send(res, 403, {
+        error: 'TesseraError',
+        code: 'ERR_AUDIENCE_NOT_ALLOWED',
+        message: `audience "${body.audience}" is not allowed for deployment "test-deployment" — allowed: vault.internal.`,
+      });
+      return;
+    }
+    const iat = Math.floor(Date.now() / 1000);
+    const jti = randomUUID();
+    const part = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+    const payload = { aud: body.audience, iat, exp: iat + this.tokenLifetimeS, jti, run_id: fake.run.id };
+    const token = `${part({ alg: 'none', typ: 'JWT' })}.${part(payload)}.${randomBytes(16).toString('base64url')}`;
+    this.tokens.push({ runId: fake.run.id, audience: body.audience, token });
+    send(res, 200, {
+      token,
+      tokenType: 'JWT',
+      expiresAt: new Date((iat + this.tokenLifetimeS) * 1000).toISOString(),
+      jti,
+      kid: 'fake',
+      alg: 'none',
+      sub: 'ws:default:deployment:test-deployment:env:dev',
+      aud: body.audience,
+    });
+  }
+
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', this.url);
     const body = await readJson(req);
@@ -227,6 +274,10 @@ export class FakeTesseraApi {
         clearTimeout(waiter.timer);
         this.waiters.delete(waiter);
       });
+      return;
+    }
+    if (req.method === 'POST' && url.pathname === '/api/identity/token') {
+      this.issueToken(req, res, body as IdentityTokenRequest);
       return;
     }
     const runRoute = url.pathname.match(/^\/api\/flow-runs\/([^/]+)(\/state)?$/);

@@ -1,14 +1,14 @@
 /**
  * A stand-in for the SDK's flow-process entry (`@tessera/sdk/run-flow`), written to a temp dir by
  * the tests. Like the real one it exits when the worker's IPC channel closes. What it does is
- * chosen by the claim's env: TEST_BEHAVIOUR = sleep | exit | ignore-term | complete | entrypoint.
+ * chosen by the claim's env (it also records which token files existed when it started): TEST_BEHAVIOUR = sleep | exit | ignore-term | complete | entrypoint.
  */
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const RUNNER_SOURCE = `
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 const env = process.env;
 const runId = env.TESSERA_RUN_ID;
@@ -16,8 +16,10 @@ const behaviour = env.TEST_BEHAVIOUR ?? 'sleep';
 process.on('disconnect', () => process.exit(70));
 if (behaviour === 'ignore-term') process.on('SIGTERM', () => writeFileSync('sigterm-' + runId, String(Date.now())));
 const seen = {};
-for (const [k, v] of Object.entries(env)) if (k.startsWith('TESSERA_') || k.startsWith('TEST_') || k.startsWith('FROM_')) seen[k] = v;
-writeFileSync('started-' + runId + '.json', JSON.stringify({ pid: process.pid, cwd: process.cwd(), hasIpc: typeof process.send === 'function', env: seen }));
+for (const [k, v] of Object.entries(env)) if (/^(TESSERA_|TEST_|FROM_|AWS_|AZURE_|GOOGLE_)/.test(k)) seen[k] = v;
+const tokenFiles = {};
+for (const k of ['AWS_WEB_IDENTITY_TOKEN_FILE', 'AZURE_FEDERATED_TOKEN_FILE', 'GOOGLE_APPLICATION_CREDENTIALS']) if (env[k]) tokenFiles[k] = existsSync(env[k]);
+writeFileSync('started-' + runId + '.json', JSON.stringify({ pid: process.pid, cwd: process.cwd(), hasIpc: typeof process.send === 'function', env: seen, tokenFiles }));
 console.log('hello from the flow process');
 if (env.TEST_LEAK) console.error('oops: ' + env.TESSERA_RUN_CREDENTIAL);
 if (behaviour === 'sleep') {

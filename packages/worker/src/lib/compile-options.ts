@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { hostname } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { isAbsolute, resolve as resolvePath } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseDuration, TesseraError } from '@tessera/core';
@@ -17,6 +17,7 @@ export interface CompiledWorkerOptions {
   readonly serverRetryForMs: number;
   readonly runnerModule: string | URL | undefined;
   readonly env: Readonly<Record<string, string>>;
+  readonly tokenDir: string;
   readonly logger: WorkerLogger;
   readonly onEvent: ((event: WorkerEvent) => void) | undefined;
   readonly output: { stdout: NodeJS.WritableStream; stderr: NodeJS.WritableStream };
@@ -60,6 +61,7 @@ export function compileWorkerOptions(options: WorkerOptions): CompiledWorkerOpti
     serverRetryForMs: parseDuration(options.serverRetryForMs ?? 600_000, 'worker option serverRetryForMs'),
     runnerModule: options.runnerModule,
     env: Object.freeze({ ...options.env }),
+    tokenDir: resolvePath(options.tokenDir ?? tmpdir()),
     logger: options.logger ?? consoleLogger,
     onEvent: options.onEvent,
     output: options.output ?? { stdout: process.stdout, stderr: process.stderr },

@@ -23,6 +23,14 @@ export interface LaunchFlowProcessOptions {
   stderr: NodeJS.WritableStream;
   /** Lines of stderr kept for the crash message. @default 30 */
   stderrTailLines?: number;
+  /** The run's token files: their variables, and the inherited ones they displace. */
+  tokenFiles?: ProjectedEnv | undefined;
+}
+
+/** Variables that token-file projection sets, and inherited ones it removes (see `projectTokenFiles`). */
+export interface ProjectedEnv {
+  readonly env: Readonly<Record<string, string>>;
+  readonly shadowed: readonly string[];
 }
 
 /** How long to wait for stdout/stderr to close after the process exited (a grandchild may hold them open). */
@@ -30,18 +38,23 @@ const STDIO_CLOSE_WAIT_MS = 500;
 
 /**
  * Environment of a flow process: the worker's environment, then the worker's `env` option, then the
- * deployment's `env`, then the run variables, which nothing may override (a deployment must not be
- * able to point a run at another server or hand it another run's credential).
+ * deployment's `env`, then the token-file variables, then the run variables, which nothing may
+ * override (a deployment must not be able to point a run at another server or hand it another
+ * run's credential). With token files, static cloud credentials inherited from the worker are
+ * dropped: the run must act as itself, not as the machine it happens to run on.
  */
 export function buildRunEnv(
   claimed: ClaimedRun,
   apiUrl: string,
   workerEnv: Readonly<Record<string, string>>,
   base: NodeJS.ProcessEnv = process.env,
+  tokenFiles?: ProjectedEnv,
 ): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(base)) if (v !== undefined) env[k] = v;
-  Object.assign(env, workerEnv, claimed.env);
+  Object.assign(env, workerEnv);
+  for (const name of tokenFiles?.shadowed ?? []) delete env[name];
+  Object.assign(env, claimed.env, tokenFiles?.env);
   env[RUN_ENV.apiUrl] = apiUrl;
   env[RUN_ENV.runId] = claimed.run.id;
   env[RUN_ENV.attempt] = String(claimed.run.attempt);
@@ -145,7 +158,7 @@ export class FlowProcess {
 export function launchFlowProcess(options: LaunchFlowProcessOptions): FlowProcess {
   const child = spawn(process.execPath, ['--import', options.loaderUrl, options.runnerPath], {
     cwd: options.claimed.path,
-    env: buildRunEnv(options.claimed, options.apiUrl, options.env),
+    env: buildRunEnv(options.claimed, options.apiUrl, options.env, process.env, options.tokenFiles),
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     detached: process.platform !== 'win32',
     windowsHide: true,
