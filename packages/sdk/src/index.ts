@@ -16,7 +16,7 @@ export {
   flow,
   isFlow,
 } from './flow.js';
-export { type IdentityTokenOptions, identity } from './identity.js';
+export { type DpopBoundToken, type DpopProofOptions, type IdentityTokenOptions, identity } from './identity.js';
 export type { CompiledRunOptions, RunOptions } from './lib/options.js';
 export { getLogger, type Logger, type LogLevel, log } from './logging.js';
 export { type RunFlowAttachedOptions, type RunFlowAttachedResult, runFlowAttached } from './runner/attached.js';

@@ -141,9 +141,12 @@ describe('RunReporter against a real HTTP server', () => {
     expect(received.flatMap((b) => b.items as TaskRunEvent[]).map((e) => e.taskRunId)).toEqual(
       Array.from({ length: 3_000 }, (_, i) => `t${i}`),
     );
-    expect(received.length).toBe(6);
+    // 500 per request at most, so at least 6; a loaded machine may split a batch, never per event.
+    expect(received.length).toBeGreaterThanOrEqual(6);
+    expect(received.length).toBeLessThanOrEqual(12);
     expect(received.every((b) => b.items.length <= 500)).toBe(true);
-    expect(pushMs).toBeLessThan(100);
+    // Pushing never waits on the network: 3,000 pushes take milliseconds, not 3,000 round trips.
+    expect(pushMs).toBeLessThan(1_000);
   });
 
   it('sends logs to /api/logs and events to /api/task-runs/events', async () => {
