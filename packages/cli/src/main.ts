@@ -3,10 +3,13 @@ import { Command, CommanderError, Option } from 'commander';
 import { registerDeployCommand } from './commands/deploy.js';
 import { registerDeploymentCommands } from './commands/deployments.js';
 import { registerDevCommand } from './commands/dev.js';
+import { registerKeyCommands } from './commands/keys.js';
 import { registerPoolCommands } from './commands/pools.js';
 import { registerRunCommand } from './commands/run.js';
 import { registerRunCommands } from './commands/runs.js';
 import { registerServerCommands } from './commands/server.js';
+import { registerTokenCommands } from './commands/token.js';
+import { registerTrustCommands } from './commands/trust.js';
 import { registerWorkerCommands } from './commands/worker.js';
 import { CliContext, type GlobalOptions } from './context.js';
 import { EXIT, exitCodeFor, formatError } from './lib/exit.js';
@@ -60,7 +63,7 @@ Getting started:
   $ tessera runs show 7f3c                     # what happened, and why
 
 Exit status: 0 ok · 1 failed (or the run did not complete) · 2 usage or config error · 3 server unreachable
-Environment: TESSERA_API_URL, TESSERA_HOME, TESSERA_HOST, TESSERA_PORT, TESSERA_DATABASE_URL, TESSERA_PUBLIC_URL, NO_COLOR`,
+Environment: TESSERA_API_URL, TESSERA_HOME, TESSERA_HOST, TESSERA_PORT, TESSERA_DATABASE_URL, TESSERA_PUBLIC_URL, TESSERA_KEY_FILE, TESSERA_TLS_CERT, TESSERA_TLS_KEY, NO_COLOR`,
     );
 
   registerDevCommand(program, ctx);
@@ -71,6 +74,9 @@ Environment: TESSERA_API_URL, TESSERA_HOME, TESSERA_HOST, TESSERA_PORT, TESSERA_
   registerDeploymentCommands(program, ctx, setExitCode);
   registerRunCommand(program, ctx, setExitCode);
   registerRunCommands(program, ctx);
+  registerKeyCommands(program, ctx);
+  registerTokenCommands(program, ctx, setExitCode);
+  registerTrustCommands(program, ctx, setExitCode);
 
   // Every command reports usage errors the same way and never exits by itself.
   const configure = (cmd: Command) => {

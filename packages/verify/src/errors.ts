@@ -1,26 +1,59 @@
-import { TesseraError } from '@tessera/core';
+import { TesseraError, type VerificationErrorCode } from '@tessera/core';
 
-/** Why a token was refused. Stable: relying parties branch on these. */
-export type VerificationCode =
-  | 'ERR_TOKEN_MALFORMED'
-  | 'ERR_ALG_NOT_ALLOWED'
-  | 'ERR_TYP_MISMATCH'
-  | 'ERR_KEY_NOT_FOUND'
-  | 'ERR_SIGNATURE_INVALID'
-  | 'ERR_ISSUER_MISMATCH'
-  | 'ERR_AUDIENCE_MISMATCH'
-  | 'ERR_TOKEN_EXPIRED'
-  | 'ERR_TOKEN_NOT_YET_VALID'
-  | 'ERR_CLAIM_MISSING'
-  | 'ERR_DISCOVERY_FAILED';
+/**
+ * Why a token was refused. Stable: relying parties branch on these. Every code is documented, with
+ * what to do about it, in docs/verify.md.
+ */
+export type VerificationCode = VerificationErrorCode;
 
-/** Thrown by a verifier; `code` says which check failed, `claim` which claim when it is one. */
+/** Codes that are the relying party's (or the issuer's) problem, not the token's: HTTP 503. */
+const UNAVAILABLE: ReadonlySet<VerificationCode> = new Set(['ERR_DISCOVERY_FAILED', 'ERR_JWKS_UNAVAILABLE', 'ERR_INTROSPECTION_FAILED']);
+
+/** HTTP status a middleware answers with for a code: 403 for policy, 503 when the issuer cannot be reached, else 401. */
+export function statusForCode(code: VerificationCode): 401 | 403 | 503 {
+  if (code === 'ERR_POLICY_DENIED') return 403;
+  if (UNAVAILABLE.has(code)) return 503;
+  return 401;
+}
+
+/** Options for {@link VerificationError}. */
+export interface VerificationErrorOptions {
+  /** The claim (or header member) that failed, when it is one. */
+  claim?: string;
+  /** The policy rule that decided a denial. */
+  rule?: string;
+  cause?: unknown;
+}
+
+/**
+ * Thrown by a verifier. `code` (and its alias `reason`) says which check failed; `claim` names the
+ * claim when it is one; the message says what was expected and what was found, e.g.
+ * `ERR_AUDIENCE_MISMATCH: token aud "sts.amazon.com", this service expects "sts.amazonaws.com"`.
+ * Messages never contain the token itself.
+ */
 export class VerificationError extends TesseraError {
+  declare readonly code: VerificationCode;
+  /** Same as `code`; kept for callers written against the first verifier. */
   readonly reason: VerificationCode;
+  /** The claim (or header member) that failed, when it is one. */
   readonly claim: string | undefined;
-  constructor(reason: VerificationCode, message: string, options: { claim?: string; cause?: unknown } = {}) {
-    super('ERR_UNAUTHENTICATED', `${reason}: ${message}`, { status: 401, ...(options.cause ? { cause: options.cause } : {}) });
-    this.reason = reason;
+  /** The policy rule that decided, for `ERR_POLICY_DENIED`. */
+  readonly rule: string | undefined;
+  constructor(code: VerificationCode, message: string, options: VerificationErrorOptions = {}) {
+    super(code, `${code}: ${message}`, {
+      status: statusForCode(code),
+      ...(options.cause === undefined ? {} : { cause: options.cause }),
+      ...(options.claim || options.rule
+        ? { details: { ...(options.claim ? { claim: options.claim } : {}), ...(options.rule ? { rule: options.rule } : {}) } }
+        : {}),
+    });
+    this.reason = code;
     this.claim = options.claim;
+    this.rule = options.rule;
   }
+}
+
+/** True when `e` is a {@link VerificationError}. */
+export function isVerificationError(e: unknown): e is VerificationError {
+  return e instanceof VerificationError;
 }

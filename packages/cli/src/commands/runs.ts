@@ -78,6 +78,7 @@ export function registerRunCommands(program: Command, ctx: () => CliContext): vo
         ['tessera runs show 7f3c'],
         ['tessera runs logs 7f3c --follow'],
         ['tessera runs cancel 7f3c'],
+        ['tessera runs revoke-identity 7f3c'],
       ),
     );
 
@@ -185,6 +186,34 @@ export function registerRunCommands(program: Command, ctx: () => CliContext): vo
       } else {
         c.out(`${formatState(after.state, c.style)}  ${title}`);
       }
+    });
+
+  runs
+    .command('revoke-identity')
+    .description(
+      "revoke a run's identity: its tokens turn inactive at once (introspection) and it gets no new ones; the run itself goes on (cancel it to stop it)",
+    )
+    .argument('<id>', 'run id or an unambiguous prefix')
+    .option('--reason <text>', 'why, for the record')
+    .option('--json', 'print the result as JSON')
+    .addHelpText('after', examples(['tessera runs revoke-identity 7f3c'], ['tessera runs revoke-identity 7f3c --reason "leaked token"']))
+    .action(async (id: string, opts: { reason?: string; json?: boolean }) => {
+      const c = ctx();
+      const client = c.client();
+      const run = await client.getFlowRun(id);
+      const result = await client.revokeRunIdentity(run.id, opts.reason !== undefined ? { reason: opts.reason } : {});
+      if (opts.json) return c.json(result);
+      const title = `${c.style.bold(run.deploymentName ?? run.flowName)} run ${shortId(run.id)}`;
+      if (result.alreadyRevoked) {
+        c.out(`identity of ${title} was already revoked at ${result.revokedAt} by ${result.revokedBy}`);
+        return;
+      }
+      const n = result.tokensRevoked;
+      c.out(
+        `revoked the identity of ${title}: ${n} unexpired token${n === 1 ? '' : 's'} now inactive; new token requests answer ERR_IDENTITY_REVOKED`,
+      );
+      if (!isTerminal(run.state.type))
+        c.out(c.style.dim(`  the run is still ${run.state.name}; stop it with: tessera runs cancel ${shortId(run.id)}`));
     });
 }
 

@@ -1,3 +1,6 @@
+import { resolve } from 'node:path';
+import { parseDuration, TesseraError } from '@tessera/core';
+import type { KeySettingsOptions } from '@tessera/server';
 import type { Command } from 'commander';
 import type { ConfigFlags } from '../config.js';
 import type { CliContext } from '../context.js';
@@ -13,6 +16,14 @@ export interface ServerFlags {
   databaseUrl?: string;
   publicUrl?: string;
   logLevel?: string;
+  /** PEM certificate and key: serve HTTPS (env TESSERA_TLS_CERT, TESSERA_TLS_KEY). */
+  tlsCert?: string;
+  tlsKey?: string;
+  /** Private signing keys persisted here, mode 0600 (env TESSERA_KEY_FILE). */
+  keyFile?: string;
+  /** Key rotation (env TESSERA_KEY_PRE_PUBLISH, TESSERA_KEY_ROTATION_INTERVAL); durations like `10m`, `30d`. */
+  keyPrePublish?: string;
+  keyRotationInterval?: string;
 }
 
 /** Adds the server's flags to a command. */
@@ -27,7 +38,47 @@ export function addServerOptions(cmd: Command, defaults: { portHelp?: string } =
     .option('--home <dir>', 'data directory (env TESSERA_HOME; default ~/.tessera)')
     .option('--database-url <url>', 'postgres://… or a SQLite file (env TESSERA_DATABASE_URL; default <home>/tessera.db)')
     .option('--public-url <url>', 'the issuer URL as relying parties reach it (env TESSERA_PUBLIC_URL)')
-    .option('--log-level <level>', 'trace, debug, info, warn, error (env TESSERA_LOG_LEVEL)');
+    .option('--log-level <level>', 'trace, debug, info, warn, error (env TESSERA_LOG_LEVEL)')
+    .option('--tls-cert <file>', 'serve HTTPS with this PEM certificate (env TESSERA_TLS_CERT; needs --tls-key)')
+    .option('--tls-key <file>', 'private key of --tls-cert, PEM (env TESSERA_TLS_KEY)')
+    .option('--key-file <file>', 'keep private signing keys in this file, mode 0600, so they survive restarts (env TESSERA_KEY_FILE)')
+    .option('--key-pre-publish <duration>', 'how long a new key is published before it signs (env TESSERA_KEY_PRE_PUBLISH; default 10m)')
+    .option(
+      '--key-rotation-interval <duration>',
+      'rotate signing keys this often, 0 for never (env TESSERA_KEY_ROTATION_INTERVAL; default 30d)',
+    );
+}
+
+/**
+ * `--key-file`, `--key-*` and `--tls-*`: flags over `TESSERA_KEY_FILE`, `TESSERA_KEY_PRE_PUBLISH`,
+ * `TESSERA_KEY_ROTATION_INTERVAL`, `TESSERA_TLS_CERT`, `TESSERA_TLS_KEY`; paths relative to the working directory.
+ */
+export function resolveKeyAndTlsOptions(
+  flags: ServerFlags,
+  env: NodeJS.ProcessEnv,
+  cwd: string,
+): { keyFile?: string; tls?: { cert: string; key: string }; keys?: KeySettingsOptions } {
+  const pick = (flag: string | undefined, name: string) => flag ?? (env[name] ? env[name] : undefined);
+  const keyFile = pick(flags.keyFile, 'TESSERA_KEY_FILE');
+  const cert = pick(flags.tlsCert, 'TESSERA_TLS_CERT');
+  const key = pick(flags.tlsKey, 'TESSERA_TLS_KEY');
+  const prePublish = pick(flags.keyPrePublish, 'TESSERA_KEY_PRE_PUBLISH');
+  const rotationInterval = pick(flags.keyRotationInterval, 'TESSERA_KEY_ROTATION_INTERVAL');
+  const keys: KeySettingsOptions = {
+    ...(prePublish !== undefined ? { prePublish: parseDuration(prePublish, '--key-pre-publish') } : {}),
+    ...(rotationInterval !== undefined ? { rotationInterval: parseDuration(rotationInterval, '--key-rotation-interval') } : {}),
+  };
+  if ((cert === undefined) !== (key === undefined)) {
+    throw new TesseraError(
+      'ERR_CONFIG',
+      `HTTPS needs both a certificate and its key: ${cert === undefined ? '--tls-cert (TESSERA_TLS_CERT) is missing' : '--tls-key (TESSERA_TLS_KEY) is missing'}`,
+    );
+  }
+  return {
+    ...(keyFile ? { keyFile: resolve(cwd, keyFile) } : {}),
+    ...(cert && key ? { tls: { cert: resolve(cwd, cert), key: resolve(cwd, key) } } : {}),
+    ...(Object.keys(keys).length > 0 ? { keys } : {}),
+  };
 }
 
 /** Starts a server from the resolved configuration; logs go to stderr, readable. */
@@ -41,6 +92,7 @@ export async function startConfiguredServer(c: CliContext, flags: ServerFlags, d
     ...(config.port !== undefined ? { port: config.port } : {}),
     ...(config.publicUrl !== undefined ? { publicUrl: config.publicUrl } : {}),
     logLevel: config.logLevel ?? defaults.logLevel,
+    ...resolveKeyAndTlsOptions(flags, c.io.env, c.io.cwd),
     logStream: createPrettyLogStream(c.io.stderr, { style: c.errStyle, timeZone: c.timeZone, source: 'server' }),
   });
   return { server, config };

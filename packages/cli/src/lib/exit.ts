@@ -21,6 +21,8 @@ const USAGE_CODES: ReadonlySet<ErrorCode | string> = new Set<ErrorCode>([
   'ERR_ENTRYPOINT',
   'ERR_INVALID_PARAMETERS',
   'ERR_UNKNOWN_POOL',
+  'ERR_KEY_FILE_INSECURE',
+  'ERR_KEY_FILE_INVALID',
 ]);
 
 /** The exit status for an error: 3 server unreachable, 2 usage or configuration, 1 anything else. */

@@ -1,0 +1,209 @@
+import { randomUUID } from 'node:crypto';
+import type { TesseraError } from '@tessera/core';
+import { createFakeClock, startTestServer } from '@tessera/testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDpopChecker } from './dpop.js';
+import type { VerificationError } from './errors.js';
+import { dpopProof, makeDpopKey, makeKey, type StubIssuer, startStubIssuer } from './test/helpers.js';
+import { createVerifier } from './verifier.js';
+
+async function codeOf(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (e) {
+    return (e as VerificationError).code;
+  }
+  return 'OK';
+}
+
+let stub: StubIssuer;
+beforeAll(async () => {
+  stub = await startStubIssuer();
+});
+afterAll(async () => stub.close());
+
+describe('createVerifier options', () => {
+  const make = (o: Record<string, unknown>) => () => createVerifier({ issuer: 'https://issuer.example', audience: 'api', ...o });
+
+  it.each([
+    ['none', ['none']],
+    ['HS256', ['HS256']],
+    ['an empty list', []],
+  ])('refuses %s as algorithms at creation', (_n, algorithms) => {
+    expect(make({ algorithms })).toThrow(/createVerifier: algorithms/);
+  });
+
+  it('caps the clock tolerance at 300 s and accepts duration strings', () => {
+    expect(make({ clockTolerance: 301 })).toThrow(/clockTolerance must be between 0 and 300 seconds/);
+    expect(make({ clockTolerance: '10m' })).toThrow(/clockTolerance/);
+    expect(make({ clockTolerance: '2m' })).not.toThrow();
+  });
+
+  it('requires an issuer URL and an audience', () => {
+    expect(make({ issuer: '' })).toThrow(/issuer is required/);
+    expect(make({ issuer: 'not a url' })).toThrow(/issuer must be a URL/);
+    expect(make({ audience: [] })).toThrow(/audience must be/);
+  });
+
+  it('compiles the policy at creation: a bad expression fails at startup, not per request', () => {
+    let e: TesseraError | undefined;
+    try {
+      make({ policy: { allow: [{ name: 'prod', condition: 'environment = "prod"' }] } })();
+    } catch (err) {
+      e = err as TesseraError;
+    }
+    expect(e?.code).toBe('ERR_CEL_INVALID');
+    expect(e?.message).toContain('rule "prod"');
+  });
+});
+
+describe('verification details', () => {
+  it('accepts ES256 tokens, any of several audiences, and aud arrays containing one', async () => {
+    const es = await makeKey('ES256');
+    stub.keys.push(es);
+    const v = createVerifier({ issuer: stub.issuer, audience: ['billing', 'api'] });
+    expect(await codeOf(v.verify(await stub.mint({}, {}, es)))).toBe('OK');
+    expect(await codeOf(v.verify(await stub.mint({ aud: ['x', 'billing'] })))).toBe('OK');
+    expect(await codeOf(v.verify(await stub.mint({ aud: ['x', 'y'] })))).toBe('ERR_AUDIENCE_MISMATCH');
+  });
+
+  it('accepts typ "JWT" in any case and "application/jwt", nothing else', async () => {
+    const v = createVerifier({ issuer: stub.issuer, audience: 'api' });
+    expect(await codeOf(v.verify(await stub.mint({}, { typ: 'jwt' })))).toBe('OK');
+    expect(await codeOf(v.verify(await stub.mint({}, { typ: 'application/jwt' })))).toBe('OK');
+    expect(await codeOf(v.verify(await stub.mint({}, { typ: 'secevent+jwt' })))).toBe('ERR_TYP_MISMATCH');
+  });
+
+  it('applies the clock tolerance to exp, nbf and iat on a fake clock', async () => {
+    const clock = createFakeClock(Date.now());
+    const v = createVerifier({ issuer: stub.issuer, audience: 'api', now: clock.now, clockTolerance: 60 });
+    const t = Math.floor(clock.now() / 1000);
+    const token = await stub.mint({ iat: t, nbf: t, exp: t + 300 });
+    clock.advance(-50_000);
+    expect(await codeOf(v.verify(token))).toBe('OK');
+    clock.advance(-20_000); // 70 s before iat and nbf
+    expect(await codeOf(v.verify(token))).toBe('ERR_TOKEN_NOT_YET_VALID');
+    clock.advance(70_000 + 300_000 + 59_000);
+    expect(await codeOf(v.verify(token))).toBe('OK');
+    clock.advance(2_000);
+    expect(await codeOf(v.verify(token))).toBe('ERR_TOKEN_EXPIRED');
+  });
+
+  it('accepts a custom size cap and refuses before parsing', async () => {
+    const v = createVerifier({ issuer: stub.issuer, audience: 'api', maxTokenBytes: 512 });
+    expect(await codeOf(v.verify(await stub.mint()))).toBe('ERR_TOKEN_TOO_LARGE');
+  });
+
+  it('keeps the reason property and returns typed claims', async () => {
+    const v = createVerifier({ issuer: stub.issuer, audience: 'api' });
+    const claims = await v.verify(await stub.mint());
+    expect(typeof claims.run_attempt).toBe('number');
+    const e = (await v.verify(await stub.mint({ aud: 'sts.amazon.com' })).catch((err: VerificationError) => err)) as VerificationError;
+    expect(e.reason).toBe('ERR_AUDIENCE_MISMATCH');
+    expect(e.code).toBe('ERR_AUDIENCE_MISMATCH');
+    expect(e.claim).toBe('aud');
+    expect(e.toJSON()).toMatchObject({ error: 'VerificationError', code: 'ERR_AUDIENCE_MISMATCH', details: { claim: 'aud' } });
+  });
+});
+
+describe('DPoP', () => {
+  it('checks a proof for the request URL without query or fragment, once', async () => {
+    const key = await makeDpopKey();
+    const v = createVerifier({ issuer: stub.issuer, audience: 'api' });
+    const token = await stub.mint({ cnf: { jkt: key.jkt } });
+    const proof = await dpopProof(key, { method: 'POST', url: 'https://api.example/things', token });
+    const dpop = { proof, method: 'POST', url: 'https://api.example/things?page=2#x' };
+    expect(await codeOf(v.verify(token, { dpop }))).toBe('OK');
+    expect(await codeOf(v.verify(token, { dpop }))).toBe('ERR_DPOP_REPLAY');
+  });
+
+  it('refuses a proof carrying a private key', async () => {
+    const key = await makeDpopKey();
+    const v = createVerifier({ issuer: stub.issuer, audience: 'api' });
+    const token = await stub.mint({ cnf: { jkt: key.jkt } });
+    const url = 'https://api.example/x';
+    const proof = await dpopProof(key, { method: 'GET', url, token }, {}, { jwk: { ...key.jwk, d: 'AAAA' } });
+    const e = await v.verify(token, { dpop: { proof, method: 'GET', url } }).catch((err: VerificationError) => err);
+    expect(e.code).toBe('ERR_DPOP_INVALID');
+    expect(e.message).toContain('private member "d"');
+  });
+
+  it('keeps the replay cache within its bound', async () => {
+    const checker = createDpopChecker({ replayCacheSize: 5 });
+    const key = await makeDpopKey();
+    const url = 'https://api.example/x';
+    for (let i = 0; i < 20; i++) {
+      await checker.check(
+        'tok',
+        key.jkt,
+        { proof: await dpopProof(key, { method: 'GET', url, token: 'tok' }), method: 'GET', url },
+        Date.now(),
+      );
+      expect(checker.replayCacheSize()).toBeLessThanOrEqual(5);
+    }
+  });
+
+  it('refuses symmetric proof algorithms at creation', () => {
+    expect(() => createDpopChecker({ algorithms: ['HS256'] })).toThrow(/not an asymmetric/);
+  });
+});
+
+describe('introspection', () => {
+  it('refuses a token the issuer reports inactive, caching answers briefly', async () => {
+    const clock = createFakeClock(Date.now());
+    const v = createVerifier({ issuer: stub.issuer, audience: 'api', now: clock.now, introspect: { cacheTtlMs: '10s' } });
+    const jti = randomUUID();
+    const token = await stub.mint({ jti });
+    const before = stub.introspections;
+    expect(await codeOf(v.verify(token))).toBe('OK');
+    expect(await codeOf(v.verify(token))).toBe('OK');
+    expect(stub.introspections - before).toBe(1);
+    stub.inactive.add(jti);
+    clock.advance(11_000);
+    const e = await v.verify(token).catch((err: VerificationError) => err);
+    expect(e.code).toBe('ERR_TOKEN_INACTIVE');
+    expect(e.message).toContain(`jti ${jti}`);
+    expect(v.introspections()).toBe(2);
+  });
+
+  it('fails closed with ERR_INTROSPECTION_FAILED when the endpoint cannot be asked', async () => {
+    const v = createVerifier({ issuer: stub.issuer, audience: 'api', introspect: { url: `${stub.url}/nowhere` } });
+    const e = await v.verify(await stub.mint()).catch((err: VerificationError) => err);
+    expect(e.code).toBe('ERR_INTROSPECTION_FAILED');
+    expect(e.status).toBe(503);
+  });
+
+  it('against a real Tessera server, refuses the token of a finished run with ERR_TOKEN_INACTIVE', async (ctx) => {
+    const server = await startTestServer({ backgroundServices: false });
+    try {
+      const probe = await fetch(`${server.url}/api/identity/introspect`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: 'token=x',
+      });
+      if (probe.status === 404) ctx.skip();
+      await server.client.createWorkPool({ name: 'default' });
+      await server.client.putDeployment({
+        name: 'intro',
+        flowName: 'etl',
+        entrypoint: 'flows.ts:etl',
+        path: '/tmp',
+        workPool: 'default',
+        identity: { audiences: ['api'] },
+      });
+      const run = await server.client.runDeployment('intro');
+      const poll = await server.client.poll('default', { workerId: randomUUID(), workerName: 'w', capacity: 1, running: [], waitMs: 0 });
+      const as = server.client.withToken(poll.runs[0]?.credential);
+      await as.proposeState(run.id, { state: { type: 'RUNNING' } });
+      const { token } = await as.issueIdentityToken({ audience: 'api' });
+      const v = createVerifier({ issuer: server.issuer, audience: 'api', introspect: { cacheTtlMs: 0 } });
+      expect(await codeOf(v.verify(token))).toBe('OK');
+      await as.proposeState(run.id, { state: { type: 'COMPLETED' } });
+      expect(await codeOf(v.verify(token))).toBe('ERR_TOKEN_INACTIVE');
+      // Without introspection the signature alone still passes: that is what introspection is for.
+      expect(await codeOf(createVerifier({ issuer: server.issuer, audience: 'api' }).verify(token))).toBe('OK');
+    } finally {
+      await server.close();
+    }
+  });
+});
