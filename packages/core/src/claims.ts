@@ -31,3 +31,32 @@ export interface RunTokenClaims {
 
 /** Prefix of every run credential, so scanners and redaction can spot one. */
 export const RUN_CREDENTIAL_PREFIX = 'tsr_';
+
+/** Every claim a run identity token may carry, in documentation order (advertised in discovery as `claims_supported`). */
+export const RUN_TOKEN_CLAIM_NAMES = [
+  'iss',
+  'sub',
+  'aud',
+  'exp',
+  'iat',
+  'nbf',
+  'jti',
+  'workspace',
+  'project',
+  'flow',
+  'deployment',
+  'deployment_id',
+  'environment',
+  'run_id',
+  'run_attempt',
+  'work_pool',
+  'worker',
+  'trigger_kind',
+  'triggered_by',
+  'tags',
+  'sub_template_version',
+  'task',
+  'task_run_id',
+  'cnf',
+  'https://aws.amazon.com/tags',
+] as const;

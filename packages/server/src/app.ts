@@ -1,6 +1,6 @@
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
-import { TesseraError } from '@tessera/core';
+import { RUN_TOKEN_CLAIM_NAMES, TesseraError } from '@tessera/core';
 import { buildDiscoveryDocument } from '@tessera/identity';
 import Fastify, { type FastifyInstance, LogController } from 'fastify';
 import { sql } from 'kysely';
@@ -19,32 +19,6 @@ export interface BuildAppOptions {
   /** Serve HTTPS with this certificate and key (PEM). */
   https?: { cert: Buffer; key: Buffer };
 }
-
-export const RUN_TOKEN_CLAIMS = [
-  'iss',
-  'sub',
-  'aud',
-  'exp',
-  'iat',
-  'nbf',
-  'jti',
-  'workspace',
-  'flow',
-  'deployment',
-  'deployment_id',
-  'environment',
-  'run_id',
-  'run_attempt',
-  'work_pool',
-  'worker',
-  'trigger_kind',
-  'triggered_by',
-  'task',
-  'task_run_id',
-];
-
-/** Claims some tokens carry beyond RUN_TOKEN_CLAIMS (DPoP `cnf`, AWS session tags…), advertised in discovery. */
-const DISCOVERY_EXTRA_CLAIMS = ['project', 'tags', 'sub_template_version', 'cnf', 'https://aws.amazon.com/tags'];
 
 /** Builds the Fastify app: REST API, OIDC discovery and JWKS, health, metrics, API docs. */
 export async function buildApp(options: BuildAppOptions): Promise<FastifyInstance> {
@@ -104,7 +78,7 @@ export async function buildApp(options: BuildAppOptions): Promise<FastifyInstanc
     { schema: { tags: ['identity'], summary: 'OpenID Provider metadata' } },
     async (_req, reply) => {
       reply.header('cache-control', 'public, max-age=300');
-      return buildDiscoveryDocument({ issuer: s.issuer(), claims: [...RUN_TOKEN_CLAIMS, ...DISCOVERY_EXTRA_CLAIMS] });
+      return buildDiscoveryDocument({ issuer: s.issuer(), claims: [...RUN_TOKEN_CLAIM_NAMES] });
     },
   );
   app.get('/.well-known/jwks.json', { schema: { tags: ['identity'], summary: 'Public signing keys (JWKS)' } }, async (_req, reply) => {

@@ -1,4 +1,4 @@
-export { buildApp, RUN_TOKEN_CLAIMS } from './app.js';
+export { buildApp } from './app.js';
 export type { Clock } from './lib/clock.js';
 export { type RunningServer, resolveHome, type ServerOptions, startServer } from './server.js';
 export { DEFAULT_SETTINGS, type OrchestrationSettings } from './services/context.js';

@@ -9,12 +9,11 @@ import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import type { ApiClient, SigningKeyInfo, TesseraError, TokenAlgorithm } from '@tessera/core';
+import { type ApiClient, RUN_TOKEN_CLAIM_NAMES, type SigningKeyInfo, type TesseraError, type TokenAlgorithm } from '@tessera/core';
 import { DPOP_ALGORITHMS } from '@tessera/identity';
 import { createFakeClock, REPO_ROOT, startTestServer, type TestServer } from '@tessera/testing';
 import { createRemoteJWKSet, customFetch, decodeProtectedHeader, errors as joseErrors, jwtVerify } from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { RUN_TOKEN_CLAIMS } from './app.js';
 
 const run = promisify(execFile);
 const AUDIENCE = 'sts.amazonaws.com';
@@ -90,9 +89,7 @@ describe('discovery document', () => {
       id_token_signing_alg_values_supported: ['RS256', 'ES256'],
       scopes_supported: ['openid'],
       dpop_signing_alg_values_supported: [...DPOP_ALGORITHMS],
-      claims_supported: [
-        ...new Set([...RUN_TOKEN_CLAIMS, 'project', 'tags', 'sub_template_version', 'cnf', 'https://aws.amazon.com/tags']),
-      ],
+      claims_supported: [...RUN_TOKEN_CLAIM_NAMES],
     });
     // No slash drift anywhere: `iss` compared as a string by AWS, Azure and Vault.
     for (const v of Object.values(doc)) if (typeof v === 'string') expect(v).not.toMatch(/[^:]\/\//);
