@@ -1,3 +1,4 @@
+import { RUN_TOKEN_CLAIM_NAMES } from '@tessera/core';
 import { CelError, type CompiledCel, compileCel } from './cel.js';
 import { VerificationError } from './errors.js';
 
@@ -31,32 +32,7 @@ export interface PolicyOptions {
 }
 
 /** Claim names offered as variables; absent ones are `null` so rules need no `has()` for them. */
-export const POLICY_VARIABLES = [
-  'iss',
-  'sub',
-  'aud',
-  'exp',
-  'iat',
-  'nbf',
-  'jti',
-  'workspace',
-  'project',
-  'flow',
-  'deployment',
-  'deployment_id',
-  'environment',
-  'run_id',
-  'run_attempt',
-  'work_pool',
-  'worker',
-  'trigger_kind',
-  'triggered_by',
-  'tags',
-  'sub_template_version',
-  'task',
-  'task_run_id',
-  'cnf',
-] as const;
+export const POLICY_VARIABLES = RUN_TOKEN_CLAIM_NAMES.filter((c) => /^[a-z_]+$/.test(c));
 
 const CLAIM_VARIABLES: ReadonlySet<string> = new Set(POLICY_VARIABLES);
 
