@@ -2,7 +2,9 @@ import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { DEFAULT_API_URL, TesseraError } from '@tessera/core';
+import type { AuthOptions } from '@tessera/server';
 import * as z from 'zod';
+import { authFileSchema, resolveAuthSection } from './auth-config.js';
 import { strictObject } from './project/schema.js';
 import { readYamlSource, validateYaml } from './project/yaml-source.js';
 
@@ -17,6 +19,10 @@ export interface CliConfig {
   databaseUrl?: string;
   publicUrl?: string;
   logLevel?: string;
+  /** The server's `auth:` section (identity providers, sessions; docs/login.md). */
+  auth?: AuthOptions;
+  /** Trust `X-Forwarded-*` from a reverse proxy (`trust_proxy`, env TESSERA_TRUST_PROXY: `true` or proxy addresses). */
+  trustProxy?: boolean | string[];
   /** The config file that was read, if any. */
   configFile?: string;
 }
@@ -62,6 +68,8 @@ export const configFileSchema = strictObject(
     database_url: z.string().min(1).optional(),
     public_url: url.optional(),
     log_level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).optional(),
+    auth: authFileSchema.optional(),
+    trust_proxy: z.union([z.boolean(), z.array(z.string().min(1))]).optional(),
   },
   'a mapping such as { api_url: "http://127.0.0.1:4200" }',
 );
@@ -135,5 +143,21 @@ export function resolveConfig(input: { flags?: ConfigFlags; env?: NodeJS.Process
   if (publicUrl !== undefined) config.publicUrl = publicUrl;
   if (logLevel !== undefined) config.logLevel = logLevel;
   if (configFile !== undefined) config.configFile = configFile;
+  const auth = configFile ? resolveAuthSection(file?.auth, env, configFile) : undefined;
+  if (auth !== undefined) config.auth = auth;
+  const trustProxy = envTrustProxy(env) ?? file?.trust_proxy;
+  if (trustProxy !== undefined) config.trustProxy = trustProxy;
   return Object.freeze(config);
+}
+
+/** `TESSERA_TRUST_PROXY`: `true`/`false`, or comma-separated proxy addresses (CIDRs). */
+function envTrustProxy(env: NodeJS.ProcessEnv): boolean | string[] | undefined {
+  const raw = nonEmpty(env.TESSERA_TRUST_PROXY);
+  if (raw === undefined) return undefined;
+  if (raw === 'true' || raw === '1') return true;
+  if (raw === 'false' || raw === '0') return false;
+  return raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
 }

@@ -1,6 +1,8 @@
 import { ApiClient } from '@tessera/core';
 import { type CliConfig, type ConfigFlags, resolveConfig } from './config.js';
+import { CredentialStore, refresherFor } from './credentials.js';
 import type { FormatOptions } from './format/runs.js';
+import { FEDERATED_TOKEN_FILE_ENV, federatedTokenProvider } from './lib/federation.js';
 import type { CliIo } from './lib/io.js';
 import { createStyle, type Style, shouldColor } from './lib/style.js';
 import { localTimeZone } from './lib/time.js';
@@ -38,9 +40,22 @@ export class CliContext {
     return resolveConfig({ flags: { apiUrl: this.globals.apiUrl, ...stripUndefined(flags) }, env: this.io.env, cwd: this.io.cwd });
   }
 
-  /** An API client for the configured server (no retries: an unreachable server fails fast, exit 3). */
+  /**
+   * An API client for the configured server (no retries: an unreachable server fails fast, exit 3).
+   * After `tessera login` it sends the stored access token, refreshed as it nears expiry.
+   */
   client(apiUrl?: string): ApiClient {
-    return new ApiClient({ baseUrl: apiUrl ?? this.config().apiUrl });
+    const baseUrl = apiUrl ?? this.config().apiUrl;
+    // CI and automation: a platform token file, exchanged under a trust policy (docs/security.md).
+    const federated = this.io.env[FEDERATED_TOKEN_FILE_ENV];
+    if (federated) return new ApiClient({ baseUrl, tokenProvider: federatedTokenProvider(baseUrl, federated) });
+    const store = this.credentials();
+    return new ApiClient({ baseUrl, tokenProvider: () => store.accessToken(baseUrl, refresherFor(baseUrl)) });
+  }
+
+  /** The credential store of `tessera login` (`<home>/credentials.json`). */
+  credentials(): CredentialStore {
+    return new CredentialStore(this.config().home);
   }
 
   /** Formatting options for pure formatters. */

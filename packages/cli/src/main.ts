@@ -1,9 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
+import { registerAuditCommand } from './commands/audit.js';
 import { registerDeployCommand } from './commands/deploy.js';
 import { registerDeploymentCommands } from './commands/deployments.js';
 import { registerDevCommand } from './commands/dev.js';
+import { registerFederationCommands } from './commands/federation.js';
 import { registerKeyCommands } from './commands/keys.js';
+import { registerLoginCommands } from './commands/login.js';
 import { registerPoolCommands } from './commands/pools.js';
 import { registerRunCommand } from './commands/run.js';
 import { registerRunCommands } from './commands/runs.js';
@@ -11,6 +14,7 @@ import { registerServerCommands } from './commands/server.js';
 import { registerTokenCommands } from './commands/token.js';
 import { registerTrustCommands } from './commands/trust.js';
 import { registerWorkerCommands } from './commands/worker.js';
+import { registerWorkersCommands } from './commands/workers.js';
 import { CliContext, type GlobalOptions } from './context.js';
 import { EXIT, exitCodeFor, formatError } from './lib/exit.js';
 import { type CliIo, processIo } from './lib/io.js';
@@ -61,13 +65,15 @@ Getting started:
   $ tessera dev --deploy tessera.yaml          # local server + worker, deploys your flows
   $ tessera deployments run hello --watch      # start a run and follow it
   $ tessera runs show 7f3c                     # what happened, and why
+  $ tessera login                              # on a shared server: log in through your identity provider
 
 Exit status: 0 ok · 1 failed (or the run did not complete) · 2 usage or config error · 3 server unreachable
-Environment: TESSERA_API_URL, TESSERA_HOME, TESSERA_HOST, TESSERA_PORT, TESSERA_DATABASE_URL, TESSERA_PUBLIC_URL, TESSERA_KEY_FILE, TESSERA_TLS_CERT, TESSERA_TLS_KEY, NO_COLOR`,
+Environment: TESSERA_API_URL, TESSERA_HOME, TESSERA_HOST, TESSERA_PORT, TESSERA_DATABASE_URL, TESSERA_PUBLIC_URL, TESSERA_KEY_FILE, TESSERA_TLS_CERT, TESSERA_TLS_KEY, TESSERA_TRUST_PROXY, TESSERA_FEDERATED_TOKEN_FILE, TESSERA_JOIN_TOKEN, TESSERA_AUTH_<PROVIDER>_CLIENT_SECRET, NO_COLOR`,
     );
 
   registerDevCommand(program, ctx);
   registerServerCommands(program, ctx);
+  registerLoginCommands(program, ctx);
   registerWorkerCommands(program, ctx);
   registerPoolCommands(program, ctx);
   registerDeployCommand(program, ctx, setExitCode);
@@ -77,6 +83,9 @@ Environment: TESSERA_API_URL, TESSERA_HOME, TESSERA_HOST, TESSERA_PORT, TESSERA_
   registerKeyCommands(program, ctx);
   registerTokenCommands(program, ctx, setExitCode);
   registerTrustCommands(program, ctx, setExitCode);
+  registerFederationCommands(program, ctx);
+  registerWorkersCommands(program, ctx);
+  registerAuditCommand(program, ctx);
 
   // Every command reports usage errors the same way and never exits by itself.
   const configure = (cmd: Command) => {

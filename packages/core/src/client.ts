@@ -43,6 +43,11 @@ export interface ApiClientOptions {
   /** Bearer credential sent with every request (a run credential or access token). */
   token?: string | undefined;
   /**
+   * Called before every request for the bearer credential, instead of `token`: for a caller whose
+   * short-lived access token is refreshed as it nears expiry (the CLI after `tessera login`).
+   */
+  tokenProvider?: (() => Promise<string | undefined>) | undefined;
+  /**
    * How long to keep retrying when the server is unreachable or answers 502/503/504, ms.
    * Requests that the server answered with a 4xx are never retried.
    * @default 0 (no retries)
@@ -74,6 +79,7 @@ const RETRY_STATUS = new Set([502, 503, 504]);
 export class ApiClient {
   readonly baseUrl: string;
   private readonly token: string | undefined;
+  private readonly tokenProvider: (() => Promise<string | undefined>) | undefined;
   private readonly retryForMs: number;
   private readonly timeoutMs: number;
   private readonly onRetry: ApiClientOptions['onRetry'];
@@ -81,6 +87,7 @@ export class ApiClient {
   constructor(options: ApiClientOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, '');
     this.token = options.token;
+    this.tokenProvider = options.tokenProvider;
     this.retryForMs = options.retryForMs ?? 0;
     this.timeoutMs = options.timeoutMs ?? 30_000;
     this.onRetry = options.onRetry;
@@ -102,7 +109,8 @@ export class ApiClient {
     for (const [k, v] of Object.entries(options.query ?? {})) if (v !== undefined) url.searchParams.set(k, String(v));
     const headers: Record<string, string> = { accept: 'application/json', ...options.headers };
     if (options.body !== undefined) headers['content-type'] = 'application/json';
-    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    const token = this.tokenProvider ? await this.tokenProvider() : this.token;
+    if (token) headers.authorization = `Bearer ${token}`;
     const retryFor = options.retryForMs ?? this.retryForMs;
     const deadline = Date.now() + retryFor;
     for (let attempt = 1; ; attempt++) {

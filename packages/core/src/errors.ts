@@ -33,6 +33,14 @@ export type ErrorCode =
   | 'ERR_RATE_LIMITED'
   | 'ERR_IDENTITY_REVOKED'
   | 'ERR_DPOP_PROOF_INVALID'
+  // people's login: a login that failed (state, nonce, PKCE, the IdP refused) and a refused cross-site request
+  | 'ERR_LOGIN_FAILED'
+  | 'ERR_CSRF'
+  // machines and workers (issue #5): worker join tokens, RFC 7523 assertion replay, an unknown trust policy
+  | 'ERR_JOIN_TOKEN_INVALID'
+  | 'ERR_JOIN_TOKEN_EXPIRED'
+  | 'ERR_JOIN_TOKEN_USED'
+  | 'ERR_ASSERTION_REPLAYED'
   // signing keys: a key file readable by others, or unusable
   | 'ERR_KEY_FILE_INSECURE'
   | 'ERR_KEY_FILE_INVALID'
@@ -110,6 +118,12 @@ const DEFAULT_STATUS: Partial<Record<ErrorCode, number>> = {
   ERR_RATE_LIMITED: 429,
   ERR_IDENTITY_REVOKED: 403,
   ERR_DPOP_PROOF_INVALID: 400,
+  ERR_LOGIN_FAILED: 400,
+  ERR_CSRF: 403,
+  ERR_JOIN_TOKEN_INVALID: 401,
+  ERR_JOIN_TOKEN_EXPIRED: 401,
+  ERR_JOIN_TOKEN_USED: 401,
+  ERR_ASSERTION_REPLAYED: 401,
   ERR_SERVER_UNREACHABLE: 503,
   ERR_INTERNAL: 500,
 };

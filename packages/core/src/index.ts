@@ -1,4 +1,5 @@
 export * from './api.js';
+export * from './auth-api.js';
 export * from './claims.js';
 export * from './client.js';
 export * from './duration.js';
@@ -6,5 +7,6 @@ export * from './env.js';
 export * from './errors.js';
 export * from './identity-api.js';
 export * from './keys-api.js';
+export * from './login-api.js';
 export * from './redact.js';
 export * from './states.js';

@@ -1,10 +1,21 @@
+import { JOIN_TOKEN_PREFIX } from './auth-api.js';
 import { RUN_CREDENTIAL_PREFIX } from './claims.js';
+import { DEVICE_HANDLE_PREFIX, LOGIN_CODE_PREFIX, LOGIN_COOKIE_PREFIX, REFRESH_TOKEN_PREFIX, SESSION_COOKIE_PREFIX } from './login-api.js';
 
 const JWT_RE = /eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}/g;
-const CRED_RE = new RegExp(`${RUN_CREDENTIAL_PREFIX}[A-Za-z0-9_-]{16,}`, 'g');
+const CRED_PREFIXES = [
+  RUN_CREDENTIAL_PREFIX,
+  JOIN_TOKEN_PREFIX,
+  SESSION_COOKIE_PREFIX,
+  LOGIN_COOKIE_PREFIX,
+  REFRESH_TOKEN_PREFIX,
+  LOGIN_CODE_PREFIX,
+  DEVICE_HANDLE_PREFIX,
+];
+const CRED_RE = new RegExp(`(?:${CRED_PREFIXES.join('|')})[A-Za-z0-9_-]{16,}`, 'g');
 
 /**
- * Masks anything that looks like a JWT or a run credential, keeping the last 4 characters so a
+ * Masks anything that looks like a JWT, a run credential or a worker join token, keeping the last 4 characters so a
  * person can still tell two tokens apart. Applied to every log line before it is stored or shown.
  */
 export function redactSecrets(text: string): string {

@@ -4,10 +4,13 @@ import { RUN_TOKEN_CLAIM_NAMES, TesseraError } from '@tessera/core';
 import { buildDiscoveryDocument } from '@tessera/identity';
 import Fastify, { type FastifyInstance, LogController } from 'fastify';
 import { sql } from 'kysely';
+import type { LoginService } from './auth/oidc-login.js';
 import { registerApiRoutes } from './routes/api.js';
+import { registerAuthRoutes } from './routes/auth.js';
+import { registerFederationRoutes } from './routes/federation.js';
 import { registerIdentityRoutes } from './routes/identity.js';
 import { registerKeyRoutes } from './routes/keys.js';
-import { errorBody, type Principal } from './routes/route.js';
+import { collectRouteTable, errorBody } from './routes/route.js';
 import type { Services } from './services/index.js';
 
 export interface BuildAppOptions {
@@ -18,7 +21,14 @@ export interface BuildAppOptions {
   version: string;
   /** Serve HTTPS with this certificate and key (PEM). */
   https?: { cert: Buffer; key: Buffer };
+  /** People's login (`/auth/*` routes), when identity providers are configured. */
+  login?: LoginService;
+  /** Trust `X-Forwarded-*` headers from these proxies (Fastify's `trustProxy`): protocol for Secure cookies, client address. @default false */
+  trustProxy?: boolean | string | string[];
 }
+
+/** Query parameters that carry a secret (login codes, PKCE verifiers, tokens): never logged. */
+const SECRET_QUERY = /([?&](?:code|code_verifier|state|token|refresh_token|device_code|access_token|id_token)=)[^&#]*/gi;
 
 /** Builds the Fastify app: REST API, OIDC discovery and JWKS, health, metrics, API docs. */
 export async function buildApp(options: BuildAppOptions): Promise<FastifyInstance> {
@@ -28,18 +38,31 @@ export async function buildApp(options: BuildAppOptions): Promise<FastifyInstanc
       level: options.logLevel,
       // Credentials travel in this header; it must never reach a log line.
       redact: { paths: ['req.headers.authorization', 'req.headers.cookie'], censor: '[redacted]' },
+      // The login callback's URL carries the authorization code: request lines keep the path only.
+      serializers: {
+        req: (req: { method: string; url: string; ip?: string }) => ({
+          method: req.method,
+          url: req.url.replace(SECRET_QUERY, '$1[redacted]'),
+          remoteAddress: req.ip,
+        }),
+      },
       ...(options.logStream ? { stream: options.logStream } : {}),
     },
     logController: new LogController({ disableRequestLogging: options.logLevel !== 'debug' && options.logLevel !== 'trace' }),
     bodyLimit: 8 * 1024 * 1024,
+    // Shutting down must not wait on idle keep-alive connections or held long polls.
+    forceCloseConnections: true,
     // Names in URLs (deployments, pools) may be up to 200 characters.
     routerOptions: { maxParamLength: 500 },
     ...(options.https ? { https: options.https } : {}),
+    ...(options.trustProxy !== undefined ? { trustProxy: options.trustProxy } : {}),
     // Bodies are validated with zod in each route (for field-named errors); the JSON Schemas are for the OpenAPI document.
     ajv: { customOptions: { strict: false } },
   });
   app.setValidatorCompiler(() => (data) => ({ value: data }));
   app.decorateRequest('principal', null);
+  app.decorateRequest('authError', null);
+  collectRouteTable(app);
 
   await app.register(swagger, {
     openapi: {
@@ -53,16 +76,44 @@ export async function buildApp(options: BuildAppOptions): Promise<FastifyInstanc
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
 
+  s.audit.setLogger(app.log);
   app.addHook('onRequest', async (request) => {
-    request.principal = await authenticate(s, request.headers.authorization);
+    // A refused credential is remembered, not thrown: public routes (discovery, the token endpoint)
+    // still answer a caller with a stale token, and every other route raises it (route.ts).
+    try {
+      request.principal = await s.auth.authenticate(request);
+    } catch (e) {
+      request.principal = null;
+      request.authError = e as Error;
+      await s.audit.record({
+        principal: null,
+        action: 'auth.failed',
+        target: `${request.method} ${request.url.split('?')[0]}`,
+        result: 'failure',
+        detail: { code: e instanceof TesseraError ? e.code : 'ERR_INTERNAL', reason: (e as Error).message, ip: request.ip },
+      });
+    }
   });
 
   app.setErrorHandler((error, request, reply) => {
     const { status, body } = errorBody(error);
     if (status >= 500) request.log.error({ err: error }, 'request failed');
     else request.log.debug({ code: body.code }, body.message);
+    if (status === 403 && request.principal && error instanceof TesseraError && error.code === 'ERR_FORBIDDEN') {
+      void s.audit.record({
+        principal: request.principal,
+        action: 'authz.denied',
+        target: `${request.method} ${request.routeOptions.url ?? request.url.split('?')[0]}`,
+        result: 'denied',
+        detail: { reason: error.message },
+      });
+    }
     if (status === 401)
-      reply.header('www-authenticate', `Bearer error="invalid_token", error_description="${body.message.replace(/"/g, "'")}"`);
+      // RFC 6750 §3: a quoted-string of printable ASCII only (a header with other characters is refused by Node).
+      reply.header(
+        'www-authenticate',
+        `Bearer error="invalid_token", error_description="${body.message.replace(/"/g, "'").replace(/[^\x20-\x7e]/g, '?')}"`,
+      );
     reply.code(status).send(body);
   });
   app.setNotFoundHandler((request, reply) => {
@@ -88,12 +139,23 @@ export async function buildApp(options: BuildAppOptions): Promise<FastifyInstanc
   });
   app.get('/healthz', { schema: { tags: ['operations'], summary: 'Liveness' } }, async () => ({ status: 'ok' }));
   app.get('/readyz', { schema: { tags: ['operations'], summary: 'Readiness: the database answers' } }, async (_req, reply) => {
+    // Which replica answered and whether it runs the singleton services (scheduler…): for operators.
+    const replica = s.ctx.replica ? { replica: s.ctx.replica.id, leader: s.ctx.replica.isLeader() } : {};
+    let timer: NodeJS.Timeout | undefined;
     try {
-      await sql`select 1`.execute(s.ctx.db);
-      return { status: 'ready' };
+      // A database that hangs (a partition) must not hang the probe: not ready after 2 s.
+      await Promise.race([
+        sql`select 1`.execute(s.ctx.db),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error('timeout')), 2_000);
+        }),
+      ]);
+      return { status: 'ready', ...replica };
     } catch {
       reply.code(503);
-      return { status: 'not ready', reason: 'database unreachable' };
+      return { status: 'not ready', reason: 'database unreachable', ...replica };
+    } finally {
+      clearTimeout(timer);
     }
   });
   app.get('/metrics', { schema: { tags: ['operations'], summary: 'Prometheus metrics' } }, async (_req, reply) => {
@@ -105,20 +167,9 @@ export async function buildApp(options: BuildAppOptions): Promise<FastifyInstanc
   registerApiRoutes(app, s);
   registerIdentityRoutes(app, s);
   registerKeyRoutes(app, s);
+  registerFederationRoutes(app, s);
+  registerAuthRoutes(app, s, options.login);
   return app;
-}
-
-async function authenticate(s: Services, header: string | undefined): Promise<Principal | null> {
-  if (!header) {
-    // Local mode (issue #2): no identity provider is configured and the server listens on loopback
-    // only (startServer refuses anything else), so the caller is the local admin.
-    return { kind: 'local-admin', id: 'local-admin', label: 'local admin' };
-  }
-  const match = /^Bearer\s+(\S+)$/i.exec(header);
-  if (!match) throw new TesseraError('ERR_UNAUTHENTICATED', 'malformed Authorization header: expected "Bearer <token>"');
-  const token = match[1] as string;
-  if (token.startsWith('tsr_')) return { kind: 'run', run: await s.credentials.authenticate(token) };
-  throw new TesseraError('ERR_CREDENTIAL_INVALID', 'unrecognised bearer token: expected a run credential');
 }
 
 async function renderMetrics(s: Services): Promise<string> {

@@ -3,12 +3,17 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { TesseraError } from '@tessera/core';
 import type { FastifyInstance } from 'fastify';
+import { sql } from 'kysely';
 import { buildApp } from './app.js';
+import { configureLogin, type LoginService } from './auth/oidc-login.js';
+import { type AuthOptions, configureAuth, isLocalMode } from './auth/options.js';
 import { type Clock, systemClock } from './lib/clock.js';
 import { DEFAULT_SETTINGS, type OrchestrationSettings, type ServiceContext } from './services/context.js';
 import { Wakeups } from './services/events.js';
 import { Services } from './services/index.js';
 import { JWKS_MAX_AGE_MS, type KeySettingsOptions } from './services/keys.js';
+import { generateReplicaId, ReplicaRegistry } from './services/replicas.js';
+import { SINGLETON_LOCK_ID, Singleton } from './services/singleton.js';
 import { openStore } from './store/dialect.js';
 import { migrateToLatest } from './store/migrate.js';
 
@@ -47,6 +52,25 @@ export interface ServerOptions {
   keyFile?: string;
   /** Key rotation: pre-publication delay, scheduled rotation interval, expiry leeway (docs/keys.md). */
   keys?: KeySettingsOptions;
+  /** Local mode, access-token lifetime, trust policies declared in configuration (docs/security.md); identity providers people log in at and session lifetimes (docs/login.md). */
+  auth?: AuthOptions;
+  /**
+   * Behind a reverse proxy: trust its `X-Forwarded-Proto`/`-For` headers (Fastify `trustProxy`:
+   * `true`, or the proxies' addresses/CIDRs). Session cookies are `Secure` when the proxy says https.
+   * @default false
+   */
+  trustProxy?: boolean | string | string[];
+  /**
+   * This replica's id among the servers sharing a PostgreSQL database; must be unique among them. A
+   * stable id (a pod name) lets a restarted replica retire its previous keys at once instead of
+   * after `replicaTimeoutMs` (docs/operations.md). @default $TESSERA_REPLICA_ID, else host name + random suffix
+   */
+  replicaId?: string;
+  /**
+   * PostgreSQL connections in this replica's pool; it uses about three more (singleton lease,
+   * LISTEN, NOTIFY). @default $TESSERA_DATABASE_POOL_SIZE, else 10
+   */
+  databasePoolSize?: number;
 }
 
 export interface RunningServer {
@@ -55,7 +79,12 @@ export interface RunningServer {
   issuer: string;
   app: FastifyInstance;
   services: Services;
-  /** Runs the scheduler and zombie detector once, now (tests). */
+  /** This replica's id (see {@link ServerOptions.replicaId}). */
+  replicaId: string;
+  /**
+   * Runs the background loop once, now (tests): this replica's own work, and the singleton services
+   * (scheduler, zombie detector, key maintenance) when it holds the singleton lease.
+   */
   tick(): Promise<void>;
   close(): Promise<void>;
 }
@@ -100,7 +129,7 @@ function readTls(tls: { cert: string; key: string }): { cert: Buffer; key: Buffe
  */
 export async function startServer(options: ServerOptions = {}): Promise<RunningServer> {
   const host = options.host ?? '127.0.0.1';
-  if (!LOOPBACK.has(host)) {
+  if (!LOOPBACK.has(host) && isLocalMode(options.auth)) {
     throw new TesseraError(
       'ERR_CONFIG',
       `refusing to listen on ${host}: no identity provider is configured, so the server runs in local mode (single local admin, loopback only). Listen on 127.0.0.1, or configure an identity provider.`,
@@ -109,21 +138,76 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const home = resolveHome(options.home);
   const databaseUrl = options.databaseUrl ?? join(home, 'tessera.db');
   const https = options.tls ? readTls(options.tls) : undefined;
-  const store = openStore(databaseUrl);
-  await migrateToLatest(store.db as never, store.dialect);
+  const poolSize = options.databasePoolSize ?? (Number(process.env.TESSERA_DATABASE_POOL_SIZE) || undefined);
+  const store = openStore(databaseUrl, poolSize ? { poolSize } : {});
+  try {
+    await migrateToLatest(store.db as never, store.dialect);
+  } catch (e) {
+    await store.destroy();
+    throw e;
+  }
+  const replicaId = options.replicaId ?? process.env.TESSERA_REPLICA_ID ?? generateReplicaId();
+  const clock = options.clock ?? systemClock;
+  // Until the app (and its logger) exists, problems are thrown, not logged.
+  let log: { info(m: string): void; warn(m: string): void } = { info: () => {}, warn: () => {} };
+  let databaseTrouble = false;
+  const singleton = new Singleton({
+    lease: store.createLease({ lockId: SINGLETON_LOCK_ID, holder: replicaId, onError: (e) => noteTrouble(e) }),
+    clock,
+    onChange: (leader) =>
+      log.info(
+        leader
+          ? `replica ${replicaId} now runs the singleton services (scheduler, zombie detection, key maintenance)`
+          : `replica ${replicaId} no longer runs the singleton services`,
+      ),
+  });
   const ctx: ServiceContext = {
     db: store.db,
     dialect: store.dialect,
-    clock: options.clock ?? systemClock,
+    clock,
     wakeups: new Wakeups(),
     settings: { ...DEFAULT_SETTINGS, ...options.settings },
+    replica: { id: replicaId, isLeader: () => singleton.isLeader },
   };
   let issuer = options.publicUrl?.replace(/\/+$/, '') ?? '';
   const services = new Services(ctx, () => issuer);
+  const replicas = new ReplicaRegistry(ctx, replicaId);
+  /** The database could not be reached: say so once per outage; missed worker heartbeats do not count. */
+  function noteTrouble(e: unknown): void {
+    services.zombies.resetClock(clock.now());
+    if (databaseTrouble) return;
+    databaseTrouble = true;
+    log.warn(`replica ${replicaId} cannot reach the database (${(e as Error)?.message ?? e}); retrying every loop tick`);
+  }
+  const databaseReachable = () =>
+    new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), 2_000);
+      sql`select 1`
+        .execute(store.db)
+        .then(
+          () => resolve(true),
+          () => resolve(false),
+        )
+        .finally(() => clearTimeout(timer));
+    });
+  const shutDownStore = async () => {
+    await singleton.close().catch(() => {});
+    await ctx.wakeups.close().catch(() => {});
+    await store.destroy();
+  };
+  let login: LoginService | undefined;
   try {
-    await services.keys.start({ ...options.keys, ...(options.keyFile ? { keyFile: options.keyFile } : {}) });
+    // People's login (auth.providers): validated here, so a bad provider fails the start.
+    login = configureLogin(services, options.auth);
+    // Local mode, access-token lifetime, trust policies declared in configuration (docs/security.md).
+    await configureAuth(services, options.auth);
+    await replicas.register();
+    // With several replicas, long polls on every replica wake when a run becomes due on any of them.
+    const bus = store.createWakeupBus((e) => noteTrouble(e));
+    if (bus) await ctx.wakeups.attach(bus);
+    await services.keys.start({ ...options.keys, ...(options.keyFile ? { keyFile: options.keyFile } : {}), replicaId });
   } catch (e) {
-    await store.db.destroy();
+    await shutDownStore();
     throw e;
   }
   const app = await buildApp({
@@ -132,12 +216,15 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     logLevel: options.logLevel ?? 'info',
     version: version(),
     ...(options.logStream ? { logStream: options.logStream } : {}),
+    ...(login ? { login } : {}),
+    ...(options.trustProxy !== undefined ? { trustProxy: options.trustProxy } : {}),
   });
   let address: string;
   try {
     address = await app.listen({ host, port: options.port ?? 4200 });
   } catch (e) {
-    await store.db.destroy();
+    await services.keys.stop().catch(() => {});
+    await shutDownStore();
     const code = (e as { code?: string }).code;
     if (code === 'EADDRINUSE') {
       throw new TesseraError(
@@ -149,17 +236,52 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     throw e;
   }
   const url = address.replace('[::1]', '[::1]');
+  log = app.log;
+  await replicas.setUrl(url).catch((e) => noteTrouble(e));
+  if (!issuer && ctx.wakeups.attached) {
+    app.log.warn(
+      `no public URL is set: tokens name this replica's own address (${url}) as their issuer. With several replicas, set --public-url (TESSERA_PUBLIC_URL) to the address they share, e.g. the load balancer's, so a token from one verifies through any`,
+    );
+  }
   if (!issuer) issuer = url;
+  if (services.auth.localAdmin) {
+    // Said loudly: anyone who can reach this address is admin.
+    app.log.warn(
+      `LOCAL MODE: no identity provider is configured, so every request without a credential acts as the local admin. Listening on ${url} (loopback only). To let people log in, configure auth.providers (docs/login.md).`,
+    );
+  } else if (login) {
+    app.log.info(
+      `login: ${login.providers.map((p) => `${p.name} (${p.issuer})`).join(', ')}; register ${login.redirectUri()} as the redirect URI at each provider`,
+    );
+  }
   if (services.keys.rotationSettings.prePublishMs < JWKS_MAX_AGE_MS) {
     app.log.warn(
       `keys.prePublish is ${services.keys.rotationSettings.prePublishMs} ms, shorter than the JWKS cache lifetime (${JWKS_MAX_AGE_MS} ms): relying parties may see a token from a new key before they see the key`,
     );
   }
 
+  let ticks = 0;
   const tick = async () => {
-    await services.scheduler.tick();
-    await services.zombies.tick();
-    await services.keys.tick();
+    try {
+      await replicas.heartbeat();
+      if (await singleton.check()) {
+        await services.scheduler.tick();
+        await services.zombies.tick();
+        await services.keys.maintain(singleton.leaderSince ?? clock.now());
+        if (ticks++ % 1000 === 0) await replicas.prune();
+      }
+      await services.keys.tick();
+    } catch (e) {
+      // A failure because the database is gone is an outage (logged once, retried every tick);
+      // any other failure is a bug, reported as such.
+      if (await databaseReachable()) throw e;
+      noteTrouble(e);
+      return;
+    }
+    if (databaseTrouble) {
+      databaseTrouble = false;
+      app.log.info(`replica ${replicaId} reaches the database again`);
+    }
   };
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
@@ -181,14 +303,18 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     issuer,
     app,
     services,
+    replicaId,
     tick,
     async close() {
       stopped = true;
       if (timer) clearTimeout(timer);
       await running;
       await app.close();
+      // Hand the singleton services over at once rather than when this connection is missed.
+      await singleton.close();
       await services.keys.stop().catch((e) => app.log.error({ err: e }, 'could not retire the signing keys'));
-      await store.db.destroy();
+      await replicas.stop().catch(() => {});
+      await shutDownStore();
     },
   };
 }

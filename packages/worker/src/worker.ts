@@ -5,6 +5,7 @@ import { ApiClient, type ClaimedRun, type FlowRun, formatDuration, isTerminal, p
 import type { WorkerEvent } from './events.js';
 import { backoffDelay, sleep } from './lib/backoff.js';
 import { type CompiledWorkerOptions, compileWorkerOptions, resolveLoaderUrl, resolveRunnerPath } from './lib/compile-options.js';
+import { FATAL_AUTH_CODES, WorkerCredentials } from './lib/credentials.js';
 import { decideFinalState } from './lib/final-state.js';
 import { type FlowProcess, launchFlowProcess, type ProcessExit } from './lib/flow-process.js';
 import { type RetryingOptions, retrying } from './lib/retry.js';
@@ -79,6 +80,7 @@ export class Worker {
   private readonly options: CompiledWorkerOptions;
   private readonly log: WorkerLogger;
   private readonly client: ApiClient;
+  private readonly credentials: WorkerCredentials;
   private readonly runs = new Map<string, RunSlot>();
   private readonly halt = new AbortController();
   private runnerPath = '';
@@ -96,6 +98,20 @@ export class Worker {
     this.log = this.options.logger;
     // No retries inside the client: the poll loop and the reports each retry on their own terms.
     this.client = new ApiClient({ baseUrl: this.options.apiUrl });
+    this.credentials = new WorkerCredentials(this.options.apiUrl, this.options.auth, { name: this.name, pool: this.pool }, this.log);
+  }
+
+  /** A client carrying the worker's own access token (none in local mode). */
+  private async ownClient(): Promise<ApiClient> {
+    return this.credentials.enabled ? this.client.withToken(await this.credentials.token()) : this.client;
+  }
+
+  /** Why the worker stopped by itself: it could not authenticate (revoked, join token spent or expired). */
+  fatalError: TesseraError | undefined;
+
+  /** Resolves when polling has ended: after {@link Worker.stop}, or when the worker stopped by itself ({@link Worker.fatalError}). */
+  whenStopped(): Promise<void> {
+    return this.loop ?? Promise.resolve();
   }
 
   /** Ids of the runs this worker holds: executing, or ending and being reported. */
@@ -112,7 +128,8 @@ export class Worker {
       throw new TesseraError('ERR_CONFLICT', `worker "${this.name}" was already started; create a new Worker to start again`);
     }
     this.runnerPath = resolveRunnerPath(this.options.runnerModule);
-    this.loaderUrl = resolveLoaderUrl();
+    const loader = this.options.loader;
+    this.loaderUrl = loader === false ? '' : loader === undefined ? resolveLoaderUrl() : String(loader);
     this.log.info(
       `worker "${this.name}" (${this.id}) polling pool "${this.pool}" at ${this.options.apiUrl} with concurrency ${this.options.concurrency}`,
     );
@@ -180,7 +197,7 @@ export class Worker {
       let answer: unknown;
       let failure: Error | undefined;
       try {
-        answer = await this.client.poll(
+        answer = await (await this.ownClient()).poll(
           this.pool,
           { workerId: this.id, workerName: this.name, capacity, running: this.running, waitMs: this.options.pollWaitMs },
           abort.signal,
@@ -192,6 +209,16 @@ export class Worker {
       if (failure) {
         finish();
         if (abort.signal.aborted) continue;
+        if (failure instanceof TesseraError && failure.status === 401) this.credentials.invalidate();
+        if (failure instanceof TesseraError && FATAL_AUTH_CODES.has(failure.code)) {
+          // Retrying cannot help: the worker was revoked, or its join token is spent or expired.
+          this.log.error(`worker "${this.name}" cannot authenticate: ${failure.message}`);
+          this.fatalError ??= failure;
+          this.emit({ type: 'pollError', error: failure });
+          void this.stop();
+          await sleep(POLL_BACKOFF_CAP_MS, this.halt.signal);
+          continue;
+        }
         failures++;
         // One line per outage, not one per attempt (a restart shows as ECONNRESET, then ECONNREFUSED…).
         if (outageSince === undefined) {
@@ -267,6 +294,10 @@ export class Worker {
       .finally(() => {
         clearTimeout(slot.killTimer);
         this.runs.delete(runId);
+        // A slot just freed up: a poll held open with capacity 0 would keep it idle until the poll
+        // times out. Such a poll claims nothing, so abandoning it and polling again at once is safe.
+        const held = this.inflight;
+        if (held && held.capacity === 0 && !this.stopping) held.abort.abort();
       });
   }
 
@@ -357,8 +388,15 @@ export class Worker {
         try {
           return await fn(runClient);
         } catch (e) {
-          if (e instanceof TesseraError && e.status === 401) return fn(this.client);
-          throw e;
+          if (!(e instanceof TesseraError && e.status === 401)) throw e;
+          try {
+            return await fn(await this.ownClient());
+          } catch (e2) {
+            // A worker may not read or change runs with its own token (only in local mode): the
+            // credential's refusal (the attempt ended on the server) is the answer.
+            if (e2 instanceof TesseraError && (e2.status === 401 || e2.status === 403)) throw e;
+            throw e2;
+          }
         }
       };
     let outage = false;
@@ -382,9 +420,22 @@ export class Worker {
       );
     } catch (e) {
       if (signal.aborted) return;
+      if (e instanceof TesseraError && e.code === 'ERR_CREDENTIAL_REVOKED' && this.credentials.enabled) {
+        // The run credential dies at every terminal state: the server already decided this attempt.
+        this.log.info(`${slot.label}: its attempt already ended on the server (${errorMessage(e)})`);
+        this.emit({ type: 'reported', runId, outcome: 'already-final', state: null });
+        return;
+      }
       this.log.warn(`${slot.label}: cannot read its state (${errorMessage(e)}); reporting its end anyway`);
     }
     if (signal.aborted) return;
+    if (current && current.attempt !== slot.claimed.run.attempt) {
+      // This attempt ended on the server and another one runs now (it failed and was retried, e.g.
+      // after its final report's answer was lost): that attempt's state is not this process's to decide.
+      this.log.info(`${slot.label}: attempt ${slot.claimed.run.attempt} already ended; the run is on attempt ${current.attempt}`);
+      this.emit({ type: 'reported', runId, outcome: 'already-final', state: null });
+      return;
+    }
     if (current && isTerminal(current.state.type)) {
       this.log.info(`${slot.label} is ${current.state.name}`);
       this.emit({ type: 'reported', runId, outcome: 'already-final', state: current.state.type });

@@ -5,6 +5,7 @@ import type { CliContext } from '../context.js';
 import { formatSchedule, shortId } from '../format/states.js';
 import { entrypointHint } from '../lib/entrypoint-hint.js';
 import { EXIT, exitCodeFor, UsageError } from '../lib/exit.js';
+import { FEDERATED_TOKEN_FILE_ENV, federatedClient } from '../lib/federation.js';
 import { examples } from '../lib/options.js';
 import { collect } from '../lib/params.js';
 import { padEnd } from '../lib/style.js';
@@ -175,6 +176,10 @@ export function registerDeployCommand(program: Command, ctx: () => CliContext, s
     .option('-f, --file <path>', 'the project file', 'tessera.yaml')
     .option('-n, --name <deployment>', 'deploy only this deployment (repeatable)', collect)
     .option('--json', 'print the deployments (or their errors) as JSON')
+    .option(
+      '--token-file <path>',
+      `from CI: exchange the platform OIDC token in this file for a short-lived access token first (env ${FEDERATED_TOKEN_FILE_ENV}); see docs/security.md`,
+    )
     .addHelpText(
       'after',
       `
@@ -193,11 +198,31 @@ tessera.yaml declares deployments, as prefect.yaml does:
       retries: 2                              # overrides the flow's own
       retry_delay: [30s, 5m]                  # numbers are seconds
       env: { LOG_FORMAT: json }               # not for secrets: stored in plain text
-${examples(['tessera deploy'], ['tessera deploy --file deploy/tessera.yaml --name nightly-etl'], ['tessera deploy --json'])}`,
+${examples(
+  ['tessera deploy'],
+  ['tessera deploy --file deploy/tessera.yaml --name nightly-etl'],
+  ['tessera deploy --json'],
+  ['tessera deploy --token-file "$RUNNER_TEMP/oidc-token"', 'from CI, under a trust policy'],
+)}`,
     )
-    .action(async (opts: { file: string; name?: string[]; json?: boolean }) => {
+    .action(async (opts: { file: string; name?: string[]; json?: boolean; tokenFile?: string }) => {
       const c = ctx();
-      const client = c.client();
+      // --token-file, or TESSERA_FEDERATED_TOKEN_FILE (which every command honours): exchange first, so
+      // a refused token fails before anything is loaded, with the server's reason.
+      const tokenFile = opts.tokenFile ?? (c.io.env[FEDERATED_TOKEN_FILE_ENV] || undefined);
+      let client = c.client();
+      if (tokenFile) {
+        const federated = await federatedClient(client.baseUrl, tokenFile);
+        client = federated.client;
+        const p = federated.answer.principal;
+        if (!opts.json && p) {
+          c.err(
+            c.errStyle.dim(
+              `authenticated as ${p.kind} ${p.label} (${(p.grants ?? []).map((g) => g.role).join(', ') || 'no role'}) for ${Math.round(federated.answer.expires_in / 60)} min`,
+            ),
+          );
+        }
+      }
       const result = await deployProject(client, { file: opts.file, cwd: c.io.cwd, ...(opts.name ? { names: opts.name } : {}) });
       setExitCode(deployExitCode(result));
       if (opts.json) {

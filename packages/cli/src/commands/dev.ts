@@ -33,7 +33,7 @@ ${examples(['tessera dev'], ['tessera dev --deploy tessera.yaml', 'then: tessera
     .action(async (opts: DevFlags) => {
       const c = ctx();
       const s = c.style;
-      const { server, config } = await startConfiguredServer(c, opts, { logLevel: 'warn' });
+      const { server, config } = await startConfiguredServer(c, opts, { logLevel: 'warn', localMode: true });
       const client = c.client(server.url);
       const lines: string[] = [];
       let worker: Worker | undefined;

@@ -81,8 +81,11 @@ export function resolveKeyAndTlsOptions(
   };
 }
 
-/** Starts a server from the resolved configuration; logs go to stderr, readable. */
-export async function startConfiguredServer(c: CliContext, flags: ServerFlags, defaults: { logLevel: string }) {
+/**
+ * Starts a server from the resolved configuration; logs go to stderr, readable. With `localMode`
+ * (`tessera dev`) the config file's `auth:` section is ignored: a single local admin on loopback.
+ */
+export async function startConfiguredServer(c: CliContext, flags: ServerFlags, defaults: { logLevel: string; localMode?: boolean }) {
   const config = c.config(flags as ConfigFlags);
   const { startServer } = await import('@tessera/server');
   const server = await startServer({
@@ -93,6 +96,8 @@ export async function startConfiguredServer(c: CliContext, flags: ServerFlags, d
     ...(config.publicUrl !== undefined ? { publicUrl: config.publicUrl } : {}),
     logLevel: config.logLevel ?? defaults.logLevel,
     ...resolveKeyAndTlsOptions(flags, c.io.env, c.io.cwd),
+    ...(config.auth !== undefined && !defaults.localMode ? { auth: config.auth } : {}),
+    ...(config.trustProxy !== undefined ? { trustProxy: config.trustProxy } : {}),
     logStream: createPrettyLogStream(c.io.stderr, { style: c.errStyle, timeZone: c.timeZone, source: 'server' }),
   });
   return { server, config };
@@ -119,10 +124,21 @@ ${examples(['tessera server start'], ['tessera server start --port 4300 --home .
     c.out(`  API docs  ${running.url}/docs`);
     c.out(`  issuer    ${running.issuer}/.well-known/openid-configuration`);
     c.out(`  data      ${config.databaseUrl ?? config.home}`);
+    c.out(loginLine(running, s));
     c.out(s.dim('  Ctrl+C to stop'));
     const signal = await waitForShutdownSignal();
     c.err(s.dim(`${signal}: stopping the server…`));
     await running.close();
     c.err(s.dim('server stopped'));
   });
+}
+
+/** The banner's login line: the providers people log in at, or (loudly) local mode. */
+export function loginLine(running: { services: { auth: { localAdmin: boolean } }; url: string }, s: CliContext['style']): string {
+  if (running.services.auth.localAdmin) {
+    return s.yellow(
+      '  mode      LOCAL MODE: single local admin, loopback only (anyone who can reach this port is admin); configure auth.providers in tessera.config.yaml to let people log in',
+    );
+  }
+  return `  login     ${running.url}/auth/login · tessera login --api-url ${running.url}`;
 }

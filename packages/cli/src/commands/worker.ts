@@ -27,6 +27,9 @@ export interface WorkerFlags {
   name?: string;
   pollWait?: string;
   cancelGrace?: string;
+  joinToken?: string;
+  federatedTokenFile?: string;
+  identityFile?: string;
 }
 
 /** `tessera worker start`. */
@@ -40,12 +43,23 @@ export function registerWorkerCommands(program: Command, ctx: () => CliContext):
     .option('--name <name>', 'worker name shown on runs (default: <hostname>-<pid>)')
     .option('--poll-wait <duration>', 'longest the server may hold a poll open, e.g. 10s')
     .option('--cancel-grace <duration>', 'after SIGTERM, how long a cancelled flow process gets before SIGKILL (default 10s)')
+    .option(
+      '--join-token <token>',
+      'single-use join token from `tessera workers join-token` (env TESSERA_JOIN_TOKEN, which keeps it out of `ps`)',
+    )
+    .option(
+      '--federated-token-file <path>',
+      'platform token file exchanged under a worker trust policy, e.g. a Kubernetes projected token (env TESSERA_FEDERATED_TOKEN_FILE)',
+    )
+    .option('--identity-file <path>', "keep the worker's id and private key here (mode 0600) so a restart needs no new join token")
     .addHelpText(
       'after',
       examples(
         ['tessera worker start --pool default'],
         ['tessera worker start --pool gpu --concurrency 2 --name gpu-1'],
         ['TESSERA_API_URL=http://tessera.internal:4200 tessera worker start --pool default'],
+        ['TESSERA_JOIN_TOKEN=tsj_… tessera worker start --pool default --identity-file ~/.tessera/worker.json'],
+        ['tessera worker start --pool k8s --federated-token-file /var/run/secrets/tessera/token'],
       ),
     )
     .action(async (opts: WorkerFlags) => {
@@ -59,10 +73,13 @@ export function registerWorkerCommands(program: Command, ctx: () => CliContext):
         ...(opts.name !== undefined ? { name: opts.name } : {}),
         ...(opts.pollWait !== undefined ? { pollWaitMs: opts.pollWait } : {}),
         ...(opts.cancelGrace !== undefined ? { cancelGraceMs: opts.cancelGrace } : {}),
+        ...workerAuth(opts, c.io.env),
         logger: createWorkerLogger(c.io.stderr, { style: c.errStyle, timeZone: c.timeZone }),
       });
       await w.start();
-      await stopOnSignals(c, () => w.stop());
+      await Promise.race([stopOnSignals(c, () => w.stop()), w.whenStopped()]);
+      // Stopped by itself: it could not authenticate (revoked, join token spent or expired).
+      if (w.fatalError) throw w.fatalError;
     });
 }
 
@@ -90,4 +107,18 @@ export function stopOnSignals(c: CliContext, stop: () => Promise<void>): Promise
     process.on('SIGINT', handler);
     process.on('SIGTERM', handler);
   });
+}
+
+/** How the worker authenticates: flags win over TESSERA_JOIN_TOKEN / TESSERA_FEDERATED_TOKEN_FILE; neither is local mode. */
+export function workerAuth(
+  opts: Pick<WorkerFlags, 'joinToken' | 'federatedTokenFile' | 'identityFile'>,
+  env: NodeJS.ProcessEnv,
+): { joinToken?: string; federatedTokenFile?: string; identityFile?: string } {
+  const joinToken = opts.joinToken ?? (env.TESSERA_JOIN_TOKEN || undefined);
+  const federatedTokenFile = opts.federatedTokenFile ?? (opts.joinToken ? undefined : env.TESSERA_FEDERATED_TOKEN_FILE || undefined);
+  return {
+    ...(joinToken ? { joinToken } : {}),
+    ...(federatedTokenFile && !joinToken ? { federatedTokenFile } : {}),
+    ...(opts.identityFile ? { identityFile: opts.identityFile } : {}),
+  };
 }

@@ -288,3 +288,15 @@ export function causeOfPrincipal(principal: Principal | null): StateCause {
       return { kind: 'person', id: principal.id, label: principal.label };
   }
 }
+
+/**
+ * A worker confined to one work pool (its join token or trust policy named one) may poll only that pool.
+ * @throws TesseraError `ERR_FORBIDDEN` naming the pool it may poll.
+ */
+export function requireWorkerPool(principal: Principal | null, pool: string): void {
+  if (principal?.kind === 'worker' && principal.pool !== undefined && principal.pool !== pool) {
+    throw new TesseraError('ERR_FORBIDDEN', `worker "${principal.label}" may poll only work pool "${principal.pool}", not "${pool}"`, {
+      details: { pool: principal.pool },
+    });
+  }
+}

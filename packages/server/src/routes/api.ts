@@ -1,6 +1,7 @@
-import type { AdhocRunResponse, CreateAdhocRunRequest, StateCause, WorkerPollRequest } from '@tessera/core';
+import type { AdhocRunResponse, CreateAdhocRunRequest, WorkerPollRequest } from '@tessera/core';
 import { TesseraError } from '@tessera/core';
 import type { FastifyInstance } from 'fastify';
+import { causeOfPrincipal, requireWorkerPool } from '../auth/principal.js';
 import { iso } from '../lib/clock.js';
 import type { Services } from '../services/index.js';
 import type { Actor } from '../services/runs.js';
@@ -11,11 +12,8 @@ import * as S from './schemas.js';
 function actorOf(principal: Principal | null): Actor {
   if (principal?.kind === 'run')
     return { kind: 'run', runId: principal.run.runId, attempt: principal.run.attempt, workerId: principal.run.workerId };
-  return { kind: 'person', id: 'local-admin', label: 'local admin' };
-}
-
-function causeOf(principal: Principal | null): StateCause {
-  return { kind: 'person', id: principal?.kind === 'local-admin' ? principal.id : 'unknown', label: 'local admin' };
+  const cause = causeOfPrincipal(principal);
+  return { kind: cause.kind === 'flow' ? 'server' : cause.kind, id: cause.id, ...(cause.label ? { label: cause.label } : {}) } as Actor;
 }
 
 function num(v: string | undefined): number | undefined {
@@ -31,7 +29,7 @@ export function registerApiRoutes(app: FastifyInstance, s: Services): void {
   route(app, {
     method: 'POST',
     url: '/api/work-pools',
-    access: 'user',
+    access: 'developer',
     summary: 'Create a work pool',
     tags: ['work pools'],
     body: S.createWorkPool,
@@ -41,7 +39,7 @@ export function registerApiRoutes(app: FastifyInstance, s: Services): void {
   route(app, {
     method: 'GET',
     url: '/api/work-pools',
-    access: 'user',
+    access: 'viewer',
     summary: 'List work pools',
     tags: ['work pools'],
     handler: async () => ({ items: await s.catalog.listWorkPools() }),
@@ -49,7 +47,7 @@ export function registerApiRoutes(app: FastifyInstance, s: Services): void {
   route(app, {
     method: 'GET',
     url: '/api/work-pools/:name',
-    access: 'user',
+    access: 'viewer',
     summary: 'Get a work pool',
     tags: ['work pools'],
     handler: ({ params }) => s.catalog.getWorkPool(params.name as string),
@@ -57,7 +55,7 @@ export function registerApiRoutes(app: FastifyInstance, s: Services): void {
   route(app, {
     method: 'PATCH',
     url: '/api/work-pools/:name',
-    access: 'user',
+    access: 'operator',
     summary: 'Update a work pool (limit, pause)',
     tags: ['work pools'],
     body: S.updateWorkPool,
@@ -66,7 +64,7 @@ export function registerApiRoutes(app: FastifyInstance, s: Services): void {
   route(app, {
     method: 'POST',
     url: '/api/work-pools/:name/queues',
-    access: 'user',
+    access: 'developer',
     summary: 'Create a work queue in a pool',
     tags: ['work pools'],
     body: S.createWorkQueue,
@@ -82,7 +80,8 @@ export function registerApiRoutes(app: FastifyInstance, s: Services): void {
     summary: 'Worker long poll: heartbeat, claim due runs, receive cancellations',
     tags: ['workers'],
     body: S.workerPoll,
-    handler: async ({ params, body, reply }) => {
+    handler: async ({ params, body, reply, principal }) => {
+      requireWorkerPool(principal, params.name as string);
       // Stop waiting when the worker hangs up ('close' on the response, not the request: the
       // request emits it as soon as its body is read).
       const abort = new AbortController();
@@ -93,7 +92,7 @@ export function registerApiRoutes(app: FastifyInstance, s: Services): void {
   route(app, {
     method: 'GET',
     url: '/api/workers',
-    access: 'user',
+    access: 'viewer',
     summary: 'List workers',
     tags: ['workers'],
     handler: async () => {
@@ -114,7 +113,7 @@ export function registerApiRoutes(app: FastifyInstance, s: Services): void {
   route(app, {
     method: 'GET',
     url: '/api/flows',
-    access: 'user',
+    access: 'viewer',
     summary: 'List flows',
     tags: ['flows'],
     handler: async () => ({ items: await s.catalog.listFlows() }),
@@ -122,7 +121,7 @@ export function registerApiRoutes(app: FastifyInstance, s: Services): void {
   route(app, {
     method: 'PUT',
     url: '/api/deployments/:name',
-    access: 'user',
+    access: 'developer',
     summary: 'Create or update a deployment',
     tags: ['deployments'],
     body: S.deploymentSpec,
@@ -131,13 +130,13 @@ export function registerApiRoutes(app: FastifyInstance, s: Services): void {
         throw new TesseraError('ERR_VALIDATION', `name: "${body.name}" differs from the URL's "${params.name}"`, {
           details: { field: 'name' },
         });
-      return s.catalog.putDeployment(body, causeOf(principal));
+      return s.catalog.putDeployment(body, causeOfPrincipal(principal));
     },
   });
   route(app, {
     method: 'GET',
     url: '/api/deployments',
-    access: 'user',
+    access: 'viewer',
     summary: 'List deployments',
     tags: ['deployments'],
     handler: async () => ({ items: await s.catalog.listDeployments() }),
@@ -145,7 +144,7 @@ export function registerApiRoutes(app: FastifyInstance, s: Services): void {
   route(app, {
     method: 'GET',
     url: '/api/deployments/:name',
-    access: 'user',
+    access: 'viewer',
     summary: 'Get a deployment',
     tags: ['deployments'],
     handler: ({ params }) => s.catalog.getDeployment(params.name as string),
@@ -153,7 +152,7 @@ export function registerApiRoutes(app: FastifyInstance, s: Services): void {
   route(app, {
     method: 'DELETE',
     url: '/api/deployments/:name',
-    access: 'user',
+    access: 'developer',
     summary: 'Delete a deployment and its future scheduled runs',
     tags: ['deployments'],
     handler: async ({ params }) => void (await s.catalog.deleteDeployment(params.name as string)),
@@ -161,29 +160,30 @@ export function registerApiRoutes(app: FastifyInstance, s: Services): void {
   route(app, {
     method: 'POST',
     url: '/api/deployments/:name/runs',
-    access: 'user',
+    access: 'operator',
     summary: 'Run a deployment now (or at scheduledFor)',
     tags: ['deployments'],
     body: S.createRun,
     status: 201,
-    handler: ({ params, body, principal }) => s.catalog.runDeployment(params.name as string, body, causeOf(principal)),
+    handler: ({ params, body, principal }) => s.catalog.runDeployment(params.name as string, body, causeOfPrincipal(principal)),
   });
 
   // ── flow runs ──
   route(app, {
     method: 'POST',
     url: '/api/flow-runs',
-    access: 'user',
+    access: 'developer',
     summary: 'Start a run that the caller executes itself (tessera run); returns its run credential',
     tags: ['flow runs'],
     body: S.createAdhocRun,
     status: 201,
-    handler: async ({ body, principal }): Promise<AdhocRunResponse> => s.startAdhocRun(body as CreateAdhocRunRequest, causeOf(principal)),
+    handler: async ({ body, principal }): Promise<AdhocRunResponse> =>
+      s.startAdhocRun(body as CreateAdhocRunRequest, causeOfPrincipal(principal)),
   });
   route(app, {
     method: 'GET',
     url: '/api/flow-runs',
-    access: 'user',
+    access: 'viewer',
     summary: 'List flow runs, newest first',
     tags: ['flow runs'],
     handler: async ({ query }) => {
@@ -200,10 +200,11 @@ export function registerApiRoutes(app: FastifyInstance, s: Services): void {
   route(app, {
     method: 'GET',
     url: '/api/flow-runs/:id',
-    access: 'run-or-user',
+    access: 'run-or-viewer',
     summary: 'Get a flow run by id or unambiguous prefix',
     tags: ['flow runs'],
     handler: async ({ params, principal }) => {
+      requireOwnRun(principal, params.id as string);
       const run = await s.runs.getRun(params.id as string);
       requireOwnRun(principal, run.id);
       return run;
@@ -212,7 +213,7 @@ export function registerApiRoutes(app: FastifyInstance, s: Services): void {
   route(app, {
     method: 'GET',
     url: '/api/flow-runs/:id/states',
-    access: 'user',
+    access: 'viewer',
     summary: "A run's state history with the cause of each transition",
     tags: ['flow runs'],
     handler: async ({ params }) => ({ items: await s.runs.history((await s.runs.getRun(params.id as string)).id) }),
@@ -220,7 +221,7 @@ export function registerApiRoutes(app: FastifyInstance, s: Services): void {
   route(app, {
     method: 'POST',
     url: '/api/flow-runs/:id/state',
-    access: 'run-or-user',
+    access: 'run-or-operator',
     summary: 'Propose a state; illegal transitions answer 409 with the reason',
     tags: ['flow runs'],
     body: S.proposeState,
@@ -232,7 +233,7 @@ export function registerApiRoutes(app: FastifyInstance, s: Services): void {
   route(app, {
     method: 'POST',
     url: '/api/flow-runs/:id/cancel',
-    access: 'user',
+    access: 'operator',
     summary: 'Cancel a run',
     tags: ['flow runs'],
     handler: ({ params, principal }) => s.runs.cancel(params.id as string, actorOf(principal)),
@@ -240,7 +241,7 @@ export function registerApiRoutes(app: FastifyInstance, s: Services): void {
   route(app, {
     method: 'GET',
     url: '/api/flow-runs/:id/task-runs',
-    access: 'user',
+    access: 'viewer',
     summary: "A run's task runs",
     tags: ['flow runs'],
     handler: async ({ params }) => ({ items: await s.taskRuns.list((await s.runs.getRun(params.id as string)).id) }),
@@ -248,7 +249,7 @@ export function registerApiRoutes(app: FastifyInstance, s: Services): void {
   route(app, {
     method: 'GET',
     url: '/api/flow-runs/:id/logs',
-    access: 'user',
+    access: 'viewer',
     summary: "A run's log lines (secrets masked)",
     tags: ['flow runs'],
     handler: async ({ params, query }) => ({

@@ -1,6 +1,7 @@
 import { type StateCause, SUB_TEMPLATE_KEYS, TesseraError } from '@tessera/core';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
+import { causeOfPrincipal } from '../auth/principal.js';
 import type { Services } from '../services/index.js';
 import { type Principal, route } from './route.js';
 import * as S from './schemas.js';
@@ -14,8 +15,7 @@ const workspaceIdentity = z
 const revokeIdentity = z.object({ reason: z.string().max(1000).optional() }).strict();
 
 function causeOf(principal: Principal | null): StateCause {
-  if (principal?.kind === 'local-admin') return { kind: 'person', id: principal.id, label: principal.label };
-  return { kind: 'person', id: 'unknown' };
+  return causeOfPrincipal(principal);
 }
 
 /**
@@ -108,7 +108,7 @@ export function registerIdentityRoutes(app: FastifyInstance, s: Services): void 
   route(app, {
     method: 'POST',
     url: '/api/flow-runs/:id/revoke-identity',
-    access: 'user',
+    access: 'operator',
     summary: "Revoke a run's identity: its tokens turn inactive and it gets no new ones (ERR_IDENTITY_REVOKED)",
     tags: ['identity', 'flow runs'],
     body: revokeIdentity,
@@ -118,7 +118,8 @@ export function registerIdentityRoutes(app: FastifyInstance, s: Services): void 
   route(app, {
     method: 'GET',
     url: '/api/workspaces/:workspace/identity',
-    access: 'user',
+    access: 'viewer',
+    workspace: (params) => params.workspace as string,
     summary: "The workspace's sub template (used by deployments that set none)",
     tags: ['identity'],
     handler: ({ params }) => s.workspaceIdentity.get(params.workspace as string),
@@ -127,7 +128,8 @@ export function registerIdentityRoutes(app: FastifyInstance, s: Services): void 
   route(app, {
     method: 'PUT',
     url: '/api/workspaces/:workspace/identity',
-    access: 'user',
+    access: 'admin',
+    workspace: (params) => params.workspace as string,
     summary: "Set the workspace's sub template (null: back to the default); refused if a deployment's sub would exceed 127 characters",
     tags: ['identity'],
     body: workspaceIdentity,

@@ -17,12 +17,13 @@ const rotateBody = z
   })
   .strict();
 
-/** The signing-key API under /api/keys (docs/keys.md). Access `user` for now; issue #5 makes it admin-only. */
+/** The signing-key API under /api/keys (docs/keys.md). Reads: viewer; rotation: admin (docs/security.md). */
 export function registerKeyRoutes(app: FastifyInstance, s: Services): void {
   route(app, {
     method: 'GET',
     url: '/api/keys',
-    access: 'user',
+    access: 'viewer',
+    workspace: null,
     summary: 'List signing keys with their states (pending, active, retired, expired, revoked)',
     tags: ['keys'],
     handler: () => s.keys.list(),
@@ -30,7 +31,8 @@ export function registerKeyRoutes(app: FastifyInstance, s: Services): void {
   route(app, {
     method: 'POST',
     url: '/api/keys/rotate',
-    access: 'user',
+    access: 'admin',
+    workspace: null,
     summary: 'Rotate signing keys now; revokeCurrent removes the current keys from the JWKS at once',
     tags: ['keys'],
     body: rotateBody,
@@ -39,7 +41,8 @@ export function registerKeyRoutes(app: FastifyInstance, s: Services): void {
   route(app, {
     method: 'GET',
     url: '/api/keys/publication',
-    access: 'user',
+    access: 'viewer',
+    workspace: null,
     summary: 'Discovery document and JWKS to serve from a static site standing in for the issuer',
     tags: ['keys'],
     handler: async ({ query }): Promise<KeyPublication> => {

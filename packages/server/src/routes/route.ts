@@ -1,18 +1,20 @@
 import { type ApiErrorBody, TesseraError, ValidationError } from '@tessera/core';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { type ZodType, z } from 'zod';
-import type { RunCredentialPrincipal } from '../services/credentials.js';
+import { isRole, type Principal, type Role, requireRole } from '../auth/principal.js';
+import { DEFAULT_WORKSPACE } from '../services/workspace-identity.js';
+
+export type { Principal } from '../auth/principal.js';
 
 /**
- * Who may call a route.
- * - `public`: anyone (discovery, JWKS, health);
+ * Who may call a route (the route × role table is in docs/security.md).
+ * - `public`: anyone (discovery, JWKS, health, the token endpoint, introspection);
  * - `run`: a live run credential, acting only for its own run;
- * - `user`: a person or machine (in local mode: the local admin); issue #5 adds roles;
- * - `worker`: a worker (local mode: anyone on loopback).
+ * - `worker`: a worker (joined, or federated with role `worker`); in local mode also the local admin;
+ * - a {@link Role}: a person or machine holding that role or a stronger one (the local admin holds `admin`);
+ * - `run-or-<role>`: either; the handler checks a run credential acts for its own run ({@link requireOwnRun}).
  */
-export type Access = 'public' | 'run' | 'run-or-user' | 'user' | 'worker';
-
-export type Principal = { kind: 'run'; run: RunCredentialPrincipal } | { kind: 'local-admin'; id: 'local-admin'; label: 'local admin' };
+export type Access = 'public' | 'run' | 'worker' | Role | `run-or-${Role}`;
 
 export interface RouteContext<B> {
   body: B;
@@ -27,6 +29,12 @@ export interface RouteDef<B> {
   method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
   url: string;
   access: Access;
+  /**
+   * The workspace the route acts in, for grants confined to one workspace. `null`: the whole
+   * server (keys, trust policies, workers, audit): only grants for every workspace count.
+   * @default the server's one workspace, "default"
+   */
+  workspace?: ((params: Record<string, string>) => string) | null;
   summary: string;
   tags: string[];
   body?: ZodType<B>;
@@ -38,11 +46,51 @@ export interface RouteDef<B> {
 declare module 'fastify' {
   interface FastifyRequest {
     principal: Principal | null;
+    /** Why the request's credential was refused, if it was; raised by every non-public route. */
+    authError: Error | null;
   }
+}
+
+/** One row of the route × role table. */
+export interface RouteAccess {
+  method: RouteDef<unknown>['method'];
+  url: string;
+  access: Access;
+  /** `null`: server-wide (only grants for every workspace count); otherwise checked in a workspace. */
+  scope: 'server' | 'workspace';
+  summary: string;
+}
+
+const TABLES = new WeakMap<FastifyInstance, RouteAccess[]>();
+
+/**
+ * Starts collecting the route × role table of `app` (and of plugins registered on it later): call
+ * once, before routes are added.
+ */
+export function collectRouteTable(app: FastifyInstance): void {
+  const table: RouteAccess[] = [];
+  TABLES.set(app, table);
+  app.addHook('onRoute', (opts) => {
+    const row = (opts.config as { routeAccess?: RouteAccess } | undefined)?.routeAccess;
+    // Fastify adds a HEAD route for every GET, with the same config: one row is enough.
+    if (row && opts.method !== 'HEAD' && !table.includes(row)) table.push(row);
+  });
+}
+
+/** Every route registered with {@link route}, with its access: the route × role table (docs/security.md). */
+export function routeTable(app: FastifyInstance): readonly RouteAccess[] {
+  return TABLES.get(app) ?? [];
 }
 
 /** Registers a route: OpenAPI schema from zod, body validated with field-named errors, access checked. */
 export function route<B = undefined>(app: FastifyInstance, def: RouteDef<B>): void {
+  const routeAccess: RouteAccess = {
+    method: def.method,
+    url: def.url,
+    access: def.access,
+    scope: def.workspace === null ? 'server' : 'workspace',
+    summary: def.summary,
+  };
   app.route({
     method: def.method,
     url: def.url,
@@ -52,9 +100,13 @@ export function route<B = undefined>(app: FastifyInstance, def: RouteDef<B>): vo
       ...(def.body ? { body: z.toJSONSchema(def.body, { target: 'openapi-3.0', unrepresentable: 'any' }) } : {}),
       ...(def.access !== 'public' ? { security: [{ bearer: [] }] } : {}),
     },
-    config: { access: def.access },
+    config: { access: def.access, routeAccess },
     handler: async (request, reply) => {
-      authorize(def.access, request.principal);
+      if (def.access !== 'public' && request.authError) throw request.authError;
+      const params = request.params as Record<string, string>;
+      authorize(def.access, request.principal, workspaceOf(def, params));
+      // A run credential on a route about one run (`:id`) must name its own run, checked before the body.
+      if (def.access.startsWith('run-or-') && params.id !== undefined) requireOwnRun(request.principal, params.id);
       let body = undefined as B;
       if (def.body) {
         const parsed = def.body.safeParse(request.body ?? {});
@@ -79,25 +131,54 @@ export function route<B = undefined>(app: FastifyInstance, def: RouteDef<B>): vo
   });
 }
 
-function authorize(access: Access, principal: Principal | null): void {
-  if (access === 'public') return;
-  if (!principal) throw new TesseraError('ERR_UNAUTHENTICATED', 'authentication required: send a bearer token');
-  if (access === 'run' && principal.kind !== 'run') {
-    throw new TesseraError('ERR_FORBIDDEN', 'this endpoint is for flow runs: call it from inside a run with its run credential');
-  }
-  if ((access === 'user' || access === 'worker') && principal.kind === 'run') {
-    throw new TesseraError(
-      'ERR_FORBIDDEN',
-      'a run credential can only act for its own run (its state, task runs, logs and identity tokens)',
-    );
-  }
+function workspaceOf<B>(def: RouteDef<B>, params: Record<string, string>): string | undefined {
+  if (def.workspace === null) return undefined;
+  return def.workspace ? def.workspace(params) : DEFAULT_WORKSPACE;
 }
 
-/** A run credential may touch only its own run. */
-export function requireOwnRun(principal: Principal | null, runId: string): void {
-  if (principal?.kind === 'run' && principal.run.runId !== runId) {
-    throw new TesseraError('ERR_FORBIDDEN', 'this run credential belongs to another run');
+/**
+ * Checks the principal may call a route with this access.
+ * @throws TesseraError `ERR_UNAUTHENTICATED` (401) for an anonymous caller, `ERR_FORBIDDEN` (403)
+ *   naming what is needed for one without the role.
+ */
+export function authorize(access: Access, principal: Principal | null, workspace?: string): void {
+  if (access === 'public') return;
+  if (!principal) {
+    throw new TesseraError('ERR_UNAUTHENTICATED', 'authentication required: log in with `tessera login`, or send a bearer token');
   }
+  if (access === 'run') {
+    if (principal.kind !== 'run') {
+      throw new TesseraError('ERR_FORBIDDEN', 'this endpoint is for flow runs: call it from inside a run with its run credential');
+    }
+    return;
+  }
+  if (access === 'worker') {
+    // Local mode: the worker started next to the server polls with no credential.
+    if (principal.kind === 'worker' || principal.kind === 'local-admin') return;
+    throw new TesseraError(
+      'ERR_FORBIDDEN',
+      principal.kind === 'run'
+        ? 'a run credential can only act for its own run (its state, task runs, logs and identity tokens)'
+        : 'this endpoint is for workers: start a worker with --join-token or --federated-token-file',
+    );
+  }
+  if (access.startsWith('run-or-')) {
+    if (principal.kind === 'run') return;
+    requireRole(principal, access.slice('run-or-'.length) as Role, workspace);
+    return;
+  }
+  if (isRole(access)) requireRole(principal, access, workspace);
+}
+
+/**
+ * A run credential may touch only its own run. `runId` may be an id prefix as the URL gave it: a run
+ * credential naming another run is refused before the lookup, so it cannot probe which runs exist.
+ */
+export function requireOwnRun(principal: Principal | null, runId: string): void {
+  if (principal?.kind !== 'run') return;
+  const own = principal.run.runId;
+  if (own === runId || (runId.length >= 4 && own.startsWith(runId))) return;
+  throw new TesseraError('ERR_FORBIDDEN', 'this run credential belongs to another run');
 }
 
 /** Maps any error to the JSON error body; internal details stay in the server log. */

@@ -73,7 +73,10 @@ export class ClaimService {
       const byId = new Map(rows.map((r) => [r.id, r]));
       for (const id of req.running) {
         const r = byId.get(id);
-        if (!r || r.worker_id !== req.workerId || !ACTIVE_STATES.includes(r.state_type)) forget.push(id);
+        // Forget (kill) only what this worker must not run: a run now assigned elsewhere (or given
+        // back), or one declared Crashed behind its back (zombie detection). A run that completed,
+        // failed or was cancelled normally is still listed while its process exits: leave it be.
+        if (!r || r.worker_id !== req.workerId || r.state_type === 'CRASHED' || r.state_type === 'SCHEDULED') forget.push(id);
         else if (r.state_type === 'CANCELLING') cancel.push(id);
       }
     }

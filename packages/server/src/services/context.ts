@@ -11,6 +11,15 @@ export interface ServiceContext {
   clock: Clock;
   wakeups: Wakeups;
   settings: OrchestrationSettings;
+  /** This process among the replicas sharing the database (set by `startServer`). */
+  replica?: ReplicaStatus;
+}
+
+/** What a replica knows of itself: its id and whether it runs the singleton services now. */
+export interface ReplicaStatus {
+  readonly id: string;
+  /** Holds the singleton lease: runs the scheduler, zombie detection and key maintenance. */
+  isLeader(): boolean;
 }
 
 /** Orchestration timings, all in ms. */
@@ -36,6 +45,11 @@ export interface OrchestrationSettings {
    * at deploy time). Lower it only in tests, to watch token files refresh. @default 60000
    */
   minTokenLifetimeMs: number;
+  /**
+   * A server replica that has not written its heartbeat (every loop tick) for this long is dead:
+   * the leader retires its signing keys, whose private halves died with it. @default 60000
+   */
+  replicaTimeoutMs: number;
 }
 
 export const DEFAULT_SETTINGS: OrchestrationSettings = {
@@ -48,4 +62,5 @@ export const DEFAULT_SETTINGS: OrchestrationSettings = {
   lostClaimAfterMs: 30_000,
   tokenRateLimitPerMinute: 120,
   minTokenLifetimeMs: 60_000,
+  replicaTimeoutMs: 60_000,
 };

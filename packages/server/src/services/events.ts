@@ -1,9 +1,16 @@
 import { EventEmitter } from 'node:events';
 
+/** A key a bus delivers when it may have missed some (it reconnected): every waiter looks again. */
+export const WAKE_ALL = '*';
+
 /** Carries wake-ups between replicas (PostgreSQL LISTEN/NOTIFY). */
 export interface WakeupBus {
+  /** Sends `key` to every replica. Best effort: a wake-up lost in transit costs a poll cycle, never a run. */
   publish(key: string): void;
-  /** Starts delivering keys published by any replica (including this one) to `deliver`. */
+  /**
+   * Starts delivering keys published by any replica (including this one) to `deliver`, and
+   * {@link WAKE_ALL} after an interruption.
+   */
   subscribe(deliver: (key: string) => void): Promise<void>;
   close(): Promise<void>;
 }
@@ -23,8 +30,16 @@ export class Wakeups {
 
   /** Connects the cross-replica bus. Local delivery stays immediate; the bus adds the others. */
   async attach(bus: WakeupBus): Promise<void> {
-    await bus.subscribe((key) => this.emitter.emit(key));
+    await bus.subscribe((key) => {
+      if (key !== WAKE_ALL) this.emitter.emit(key);
+      else for (const name of this.emitter.eventNames()) this.emitter.emit(name);
+    });
     this.bus = bus;
+  }
+
+  /** Whether a cross-replica bus is attached. */
+  get attached(): boolean {
+    return this.bus !== undefined;
   }
 
   async close(): Promise<void> {

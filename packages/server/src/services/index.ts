@@ -1,16 +1,23 @@
 import type { AdhocRunResponse, CreateAdhocRunRequest, StateCause } from '@tessera/core';
+import { AccessTokenService } from '../auth/access-tokens.js';
+import { AuthRegistry } from '../auth/principal.js';
+import { RunCredentialAuthenticator } from '../auth/run-credentials.js';
 import { iso } from '../lib/clock.js';
 import { toFlowRun } from '../store/rows.js';
+import { AuditService } from './audit.js';
 import { CatalogService } from './catalog.js';
 import { ClaimService } from './claims.js';
 import type { ServiceContext } from './context.js';
 import { CredentialService } from './credentials.js';
+import { FederationService } from './federation.js';
 import { IdentityLifecycleService } from './identity-lifecycle.js';
 import { KeyManager } from './keys.js';
 import { RunService } from './runs.js';
 import { Scheduler } from './scheduler.js';
 import { TaskRunService } from './task-runs.js';
 import { TokenService } from './tokens.js';
+import { TrustPolicyService } from './trust-policies.js';
+import { WorkerIdentityService } from './worker-identities.js';
 import { WorkspaceIdentityService } from './workspace-identity.js';
 import { ZombieDetector } from './zombies.js';
 
@@ -27,6 +34,21 @@ export class Services {
   readonly tokens: TokenService;
   readonly identityLifecycle: IdentityLifecycleService;
   readonly workspaceIdentity: WorkspaceIdentityService;
+  /** Security events (docs/security.md). */
+  readonly audit: AuditService;
+  /** Tessera API access tokens (`typ: at+jwt`). */
+  readonly accessTokens: AccessTokenService;
+  /**
+   * Who is calling: run credentials, then access tokens; login adds its session authenticator.
+   * `auth.localAdmin` is local mode (see docs/security.md).
+   */
+  readonly auth: AuthRegistry;
+  /** Federation trust policies. */
+  readonly trustPolicies: TrustPolicyService;
+  /** Workers' identities: join tokens, keys, revocation. */
+  readonly workerIdentities: WorkerIdentityService;
+  /** The OAuth token endpoint's grants (token exchange, JWT bearer). */
+  readonly federation: FederationService;
 
   constructor(
     readonly ctx: ServiceContext,
@@ -43,6 +65,12 @@ export class Services {
     this.tokens = new TokenService(ctx, this.keys, issuer);
     this.identityLifecycle = new IdentityLifecycleService(ctx, this.keys, this.runs, issuer);
     this.workspaceIdentity = new WorkspaceIdentityService(ctx);
+    this.audit = new AuditService(ctx);
+    this.accessTokens = new AccessTokenService(ctx, this.keys, issuer);
+    this.auth = new AuthRegistry([new RunCredentialAuthenticator(this.credentials), this.accessTokens.authenticator()]);
+    this.trustPolicies = new TrustPolicyService(ctx, this.audit);
+    this.workerIdentities = new WorkerIdentityService(ctx, this.audit);
+    this.federation = new FederationService(ctx, issuer, this.trustPolicies, this.workerIdentities, this.accessTokens, this.audit);
   }
 
   /** `tessera run`: the caller executes the run itself, so it is created already claimed (Pending, attempt 1). */

@@ -23,9 +23,11 @@ import {
   type SigningKey,
   writeKeyFile,
 } from '@tessera/identity';
+import { randomUUID } from 'node:crypto';
 import type { JWK } from 'jose';
 import { iso } from '../lib/clock.js';
-import type { SigningKeyTable } from '../store/schema.js';
+import { fromJson, toJson } from '../lib/json.js';
+import type { KeyRotationTable, SigningKeyTable } from '../store/schema.js';
 import type { ServiceContext } from './context.js';
 
 /** How long the JWKS may be cached by relying parties (`Cache-Control: max-age`), ms. */
@@ -36,6 +38,9 @@ export const JWKS_MAX_AGE_MS = 300_000;
  * just before retirement and recorded a moment later is counted.
  */
 const IN_FLIGHT_GRACE_MS = 30_000;
+
+/** How long a rotation requested for every replica is kept: a replica silent longer is gone anyway. */
+const BROADCAST_KEEP_MS = 86_400_000;
 
 /** Key rotation settings as callers give them (durations as ms or `'10m'`). */
 export interface KeySettingsOptions {
@@ -61,6 +66,12 @@ export interface KeyManagerStartOptions extends KeySettingsOptions {
    * a restart. Without it, private keys exist only in this process's memory. @default none
    */
   keyFile?: string;
+  /**
+   * This replica's id (see `ReplicaRegistry`): the keys it generates are recorded as its own, and at
+   * start it retires only keys that are its own or whose replica is gone, never a live replica's.
+   * @default the id in the service context, else a random one
+   */
+  replicaId?: string;
 }
 
 /** Compiled key settings, ms. */
@@ -94,6 +105,11 @@ const ms = (v: string | null): number | null => (v === null ? null : Date.parse(
  * one is configured); public halves and every key's lifecycle times live in the database, from which
  * every replica serves the same JWKS.
  *
+ * With several replicas, each generates and holds its own keys (recorded with its replica id) and
+ * publishes each one before it signs. Rotation is requested centrally — by the leader when a
+ * replica's keys reach the rotation interval, or by `rotate()` on any replica for all of them — and
+ * carried out by each replica on its own keys (see docs/keys.md).
+ *
  * Rotation never breaks a relying party: a new key is published `prePublish` before it signs, and an
  * old key stays published until the last token it signed (recorded in `issued_tokens`) has expired,
  * plus a leeway. A key's state follows from its times alone (see `keyState`), and a rotation writes
@@ -105,6 +121,11 @@ export class KeyManager {
   private settings: KeySettings = DEFAULT_KEY_SETTINGS;
   private keyFile: string | undefined;
   private queue: Promise<unknown> = Promise.resolve();
+  private replicaId = '';
+  /** Rotation requests requested before this replica started do not concern it: its keys are newer. */
+  private startedAt = 0;
+  /** Broadcast rotation requests this replica has applied (targeted ones are deleted once applied). */
+  private readonly applied = new Set<string>();
 
   constructor(
     private readonly ctx: ServiceContext,
@@ -126,8 +147,10 @@ export class KeyManager {
   async start(options: KeyManagerStartOptions = {}): Promise<void> {
     this.settings = compileKeySettings(options);
     this.keyFile = options.keyFile;
+    this.replicaId = options.replicaId ?? this.ctx.replica?.id ?? randomUUID();
     return this.exclusive(async () => {
       const now = this.ctx.clock.now();
+      this.startedAt = now;
       let fileChanged = false;
       if (this.keyFile) {
         const jwks = (await readKeyFile(this.keyFile)) ?? [];
@@ -143,6 +166,8 @@ export class KeyManager {
               continue;
             }
             this.held.set(key.kid, { key, privateJwk: jwk, activatesAt: Date.parse(row.activates_at), retiredAt: ms(row.retired_at) });
+            // The key file's keys are this process's now, whichever replica id wrote them.
+            await this.ctx.db.updateTable('signing_keys').set({ replica_id: this.replicaId }).where('kid', '=', key.kid).execute();
           } else {
             // The database lost it (a new database with an old key file): publish it again, signing now.
             await this.insert(key, now, now);
@@ -150,15 +175,9 @@ export class KeyManager {
           }
         }
       }
-      // Keys a previous process left signing: nobody holds their private half any more.
-      const heldKids = [...this.held.keys()];
-      let orphans = this.ctx.db
-        .updateTable('signing_keys')
-        .set({ retired_at: iso(now) })
-        .where('revoked_at', 'is', null)
-        .where((eb) => eb.or([eb('retired_at', 'is', null), eb('retired_at', '>', iso(now))]));
-      if (heldKids.length > 0) orphans = orphans.where('kid', 'not in', heldKids);
-      await orphans.execute();
+      // Keys a previous process left signing: nobody holds their private half any more. Only keys
+      // that were this replica's, or whose replica is gone: another live replica's keys sign on.
+      await this.retireOrphans(now, [...this.held.keys()]);
 
       for (const alg of this.algorithms) {
         const signing = this.signingCandidates(alg, now);
@@ -186,21 +205,38 @@ export class KeyManager {
   }
 
   /**
-   * Periodic work (the server's background loop): scheduled rotation, and the expiry of retired keys
-   * once the last token they signed has expired.
+   * This replica's periodic work (every replica, every background-loop tick): applies the rotations
+   * requested for its keys (scheduled by the leader, or asked through any replica), notices keys of
+   * its own that were retired or revoked elsewhere, and forgets keys that left the JWKS.
    */
   async tick(): Promise<void> {
     return this.exclusive(async () => {
       const now = this.ctx.clock.now();
-      if (this.settings.rotationIntervalMs > 0) {
-        for (const alg of this.algorithms) {
-          const latest = this.latest(alg);
-          if (latest && latest.activatesAt <= now && latest.activatesAt + this.settings.rotationIntervalMs <= now) {
-            await this.rotateOne(alg, false, now);
-          }
-        }
-      }
+      await this.applyRotations(now);
+      await this.reconcileHeld(now);
+      await this.dropExpired(now);
+    });
+  }
+
+  /**
+   * The singleton part of key management (the leader only, see `Singleton`): requests the scheduled
+   * rotation of each replica's keys when they are due, retires the keys of replicas that are gone,
+   * and settles the expiry of retired keys from the tokens they signed.
+   * @param leaderSince since when this replica has been the leader: a replica only counts as gone
+   * once the leader itself has watched it stay silent for `replicaTimeoutMs` (after a database
+   * outage, every replica looks silent for a while).
+   */
+  async maintain(leaderSince: number): Promise<void> {
+    return this.exclusive(async () => {
+      const now = this.ctx.clock.now();
+      if (now - leaderSince >= this.ctx.settings.replicaTimeoutMs) await this.retireOrphans(now, [...this.held.keys()]);
+      if (this.settings.rotationIntervalMs > 0) await this.scheduleRotations(now);
       await this.settleExpiries(now);
+      await this.ctx.db
+        .deleteFrom('key_rotations')
+        .where('replica_id', 'is', null)
+        .where('requested_at', '<', iso(now - BROADCAST_KEEP_MS))
+        .execute();
     });
   }
 
@@ -224,12 +260,47 @@ export class KeyManager {
     }
     return this.exclusive(async () => {
       const now = this.ctx.clock.now();
+      const revokeCurrent = request.revokeCurrent === true;
+      // Every replica rotates its own keys: this one now, the others at their next tick.
+      const rotation: KeyRotationTable = {
+        id: randomUUID(),
+        requested_at: iso(now),
+        replica_id: null,
+        algorithms: toJson(algorithms),
+        revoke_current: revokeCurrent ? 1 : 0,
+        requested_by: toJson({ kind: 'server', id: this.replicaId, label: 'keys rotate' }),
+      };
+      await this.applyRotations(now);
+      await this.ctx.db.insertInto('key_rotations').values(rotation).execute();
+      this.applied.add(rotation.id);
       const kids = { created: [] as string[], revoked: [] as string[], superseded: [] as string[] };
       for (const alg of algorithms) {
-        const r = await this.rotateOne(alg, request.revokeCurrent === true, now);
+        const r = await this.rotateOne(alg, revokeCurrent, now);
         kids.created.push(r.created);
         kids.revoked.push(...r.revoked);
         kids.superseded.push(...r.superseded);
+      }
+      if (revokeCurrent) {
+        // A leak is an emergency: every replica's signing key leaves the JWKS now, not at the next
+        // tick. Each replica notices at its next tick and signs with a fresh key (reconcileHeld).
+        const others = await this.ctx.db
+          .selectFrom('signing_keys')
+          .select('kid')
+          .where('alg', 'in', algorithms)
+          .where('revoked_at', 'is', null)
+          .where('activates_at', '<=', iso(now))
+          .where((eb) => eb.or([eb('retired_at', 'is', null), eb('retired_at', '>', iso(now))]))
+          .where((eb) => eb.or([eb('replica_id', 'is', null), eb('replica_id', '!=', this.replicaId)]))
+          .execute();
+        if (others.length > 0) {
+          const list = others.map((o) => o.kid);
+          await this.ctx.db
+            .updateTable('signing_keys')
+            .set({ retired_at: iso(now), expires_at: iso(now), revoked_at: iso(now) })
+            .where('kid', 'in', list)
+            .execute();
+          kids.revoked.push(...list);
+        }
       }
       const all = await this.describe();
       const pick = (list: string[]) => all.filter((k) => list.includes(k.kid));
@@ -301,6 +372,148 @@ export class KeyManager {
     return [...this.held.values()].filter((h) => h.key.alg === alg).sort((a, b) => b.activatesAt - a.activatesAt)[0];
   }
 
+  /**
+   * Retires unheld keys that nobody can sign with any more: those without a replica (made before
+   * replicas were recorded), this replica's own from a previous process (same id), and those of
+   * replicas that stopped or have been silent for `replicaTimeoutMs`. Never a live replica's.
+   */
+  private async retireOrphans(now: number, heldKids: string[]): Promise<void> {
+    const cutoff = iso(now - this.ctx.settings.replicaTimeoutMs);
+    let orphans = this.ctx.db
+      .updateTable('signing_keys')
+      .set({ retired_at: iso(now) })
+      .where('revoked_at', 'is', null)
+      .where((eb) => eb.or([eb('retired_at', 'is', null), eb('retired_at', '>', iso(now))]))
+      .where((eb) =>
+        eb.or([
+          eb('replica_id', 'is', null),
+          eb('replica_id', '=', this.replicaId),
+          eb(
+            'replica_id',
+            'not in',
+            eb
+              .selectFrom('replicas')
+              .select('id')
+              .where('stopped_at', 'is', null)
+              .where('last_seen_at', '>=', cutoff),
+          ),
+        ]),
+      );
+    if (heldKids.length > 0) orphans = orphans.where('kid', 'not in', heldKids);
+    await orphans.execute();
+  }
+
+  /** Leader: asks each live replica to rotate the keys that reached the rotation interval. */
+  private async scheduleRotations(now: number): Promise<void> {
+    const cutoff = iso(now - this.ctx.settings.replicaTimeoutMs);
+    const latest = await this.ctx.db
+      .selectFrom('signing_keys as k')
+      .innerJoin('replicas as r', 'r.id', 'k.replica_id')
+      .select(['k.replica_id', 'k.alg', (eb) => eb.fn.max('k.activates_at').as('latest')])
+      .where('k.revoked_at', 'is', null)
+      .where('r.stopped_at', 'is', null)
+      .where((eb) => eb.or([eb('r.last_seen_at', '>=', cutoff), eb('r.id', '=', this.replicaId)]))
+      .groupBy(['k.replica_id', 'k.alg'])
+      .execute();
+    const due = new Map<string, SigningAlgorithm[]>();
+    for (const row of latest) {
+      const at = Date.parse(row.latest as string);
+      if (at <= now && at + this.settings.rotationIntervalMs <= now && row.replica_id) {
+        due.set(row.replica_id, [...(due.get(row.replica_id) ?? []), row.alg as SigningAlgorithm]);
+      }
+    }
+    if (due.size === 0) return;
+    // A request still waiting for its replica is not asked again.
+    const waiting = new Set(
+      (
+        await this.ctx.db
+          .selectFrom('key_rotations')
+          .select('replica_id')
+          .where('replica_id', 'in', [...due.keys()])
+          .execute()
+      ).map((r) => r.replica_id),
+    );
+    for (const [replicaId, algorithms] of due) {
+      if (waiting.has(replicaId)) continue;
+      await this.ctx.db
+        .insertInto('key_rotations')
+        .values({
+          id: randomUUID(),
+          requested_at: iso(now),
+          replica_id: replicaId,
+          algorithms: toJson(algorithms),
+          revoke_current: 0,
+          requested_by: toJson({ kind: 'server', id: 'key-rotation', label: 'scheduled key rotation' }),
+        })
+        .execute();
+    }
+  }
+
+  /** Applies, to this replica's own keys, the rotations requested for it or for every replica. */
+  private async applyRotations(now: number): Promise<void> {
+    const requests = await this.ctx.db
+      .selectFrom('key_rotations')
+      .selectAll()
+      .where((eb) =>
+        eb.or([
+          eb('replica_id', '=', this.replicaId),
+          eb.and([eb('replica_id', 'is', null), eb('requested_at', '>=', iso(this.startedAt))]),
+        ]),
+      )
+      .orderBy('requested_at')
+      .orderBy('id')
+      .execute();
+    for (const r of requests) {
+      if (this.applied.has(r.id)) continue;
+      for (const alg of fromJson<SigningAlgorithm[]>(r.algorithms, [])) {
+        if (this.algorithms.includes(alg)) await this.rotateOne(alg, r.revoke_current === 1, now);
+      }
+      if (r.replica_id === null) this.applied.add(r.id);
+      else await this.ctx.db.deleteFrom('key_rotations').where('id', '=', r.id).execute();
+    }
+  }
+
+  /**
+   * Keys of this replica retired or revoked by another replica (an emergency rotation, or a leader
+   * that took this replica for dead): adopt what the database says, and if an algorithm is left
+   * with nothing to sign with, make a key that signs at once, as at start.
+   */
+  private async reconcileHeld(now: number): Promise<void> {
+    const live = [...this.held.values()].filter((h) => h.retiredAt === null || h.retiredAt > now);
+    if (live.length === 0 && this.held.size === 0) return;
+    if (live.length > 0) {
+      const rows = await this.ctx.db
+        .selectFrom('signing_keys')
+        .selectAll()
+        .where(
+          'kid',
+          'in',
+          live.map((h) => h.key.kid),
+        )
+        .execute();
+      const byKid = new Map(rows.map((r) => [r.kid, r]));
+      for (const h of live) {
+        const row = byKid.get(h.key.kid);
+        if (!row || row.revoked_at !== null) {
+          this.held.delete(h.key.kid);
+        } else if (row.retired_at !== null && Date.parse(row.retired_at) !== h.retiredAt) {
+          h.retiredAt = Date.parse(row.retired_at);
+        }
+      }
+    }
+    let changed = false;
+    for (const alg of this.algorithms) {
+      if (this.signingCandidates(alg, now).length > 0) continue;
+      const pending = [...this.held.values()].filter((h) => h.key.alg === alg && h.activatesAt > now);
+      const bridge = await this.create(alg, now, now);
+      // Until a pending successor activates; then it hands over as a rotation would.
+      const next = pending.sort((a, b) => a.activatesAt - b.activatesAt)[0];
+      if (next) await this.setRetired(bridge, next.activatesAt);
+      changed = true;
+    }
+    if (changed) await this.saveKeyFile();
+  }
+
   private async rotateOne(
     alg: SigningAlgorithm,
     revokeCurrent: boolean,
@@ -362,6 +575,7 @@ export class KeyManager {
         retired_at: null,
         expires_at: null,
         revoked_at: null,
+        replica_id: this.replicaId,
       })
       .execute();
   }
@@ -381,15 +595,17 @@ export class KeyManager {
 
   /**
    * Gives each retired key its expiry once it has stopped signing: the `exp` of the last token it
-   * signed, plus the leeway. Drops keys that left the JWKS from memory and from the key file.
+   * signed, plus the leeway. Keys still published are looked at again each time, so a token signed
+   * late (by a replica that had not yet heard its key was retired) still keeps its key published.
    */
   private async settleExpiries(now: number): Promise<void> {
     const due = await this.ctx.db
       .selectFrom('signing_keys')
-      .select(['kid', 'retired_at'])
-      .where('expires_at', 'is', null)
+      .select(['kid', 'retired_at', 'expires_at'])
+      .where('revoked_at', 'is', null)
       .where('retired_at', 'is not', null)
       .where('retired_at', '<=', iso(now - IN_FLIGHT_GRACE_MS))
+      .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', iso(now))]))
       .execute();
     for (const row of due) {
       const last = await this.ctx.db
@@ -398,12 +614,17 @@ export class KeyManager {
         .where('kid', '=', row.kid)
         .executeTakeFirst();
       const expiresAt = keyExpiry(Date.parse(row.retired_at as string), ms(last?.last ?? null), this.settings.expiryLeewayMs);
+      if (row.expires_at !== null && Date.parse(row.expires_at) >= expiresAt) continue;
       await this.ctx.db
         .updateTable('signing_keys')
         .set({ expires_at: iso(expiresAt) })
         .where('kid', '=', row.kid)
         .execute();
     }
+  }
+
+  /** Drops keys that left the JWKS from memory and from the key file. */
+  private async dropExpired(now: number): Promise<void> {
     let dropped = false;
     for (const held of [...this.held.values()]) {
       if (held.retiredAt === null || held.retiredAt > now) continue;

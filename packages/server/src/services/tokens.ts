@@ -8,13 +8,23 @@ import {
   type StateCause,
   TesseraError,
 } from '@tessera/core';
-import { buildAwsSessionTags, mintRunToken, renderSubject, verifyDpopProof } from '@tessera/identity';
+import {
+  buildAwsSessionTags,
+  DEFAULT_SUB_TEMPLATE,
+  mintRunToken,
+  parseSubTemplate,
+  renderSubject,
+  SUB_TEMPLATE_VERSION,
+  verifyDpopProof,
+} from '@tessera/identity';
+import type { Insertable } from 'kysely';
 import { iso } from '../lib/clock.js';
 import { fromJson } from '../lib/json.js';
+import type { IssuedTokenTable } from '../store/schema.js';
 import type { ServiceContext } from './context.js';
 import type { RunCredentialPrincipal } from './credentials.js';
 import type { KeyManager } from './keys.js';
-import { DEFAULT_WORKSPACE, resolveSubTemplate } from './workspace-identity.js';
+import { DEFAULT_WORKSPACE, type ResolvedSubTemplate, resolveSubTemplate } from './workspace-identity.js';
 
 /** Lifetime of a token when the caller names none: 5 minutes, like GitHub's and SPIRE's. */
 export const DEFAULT_TOKEN_LIFETIME_MS = 5 * 60_000;
@@ -42,6 +52,10 @@ export interface DpopRequest {
  */
 export class TokenService {
   private readonly recent = new Map<string, number[]>();
+  /** Issuance records waiting for the next group commit (see {@link record}). */
+  private pendingRecords: { row: Insertable<IssuedTokenTable>; resolve(): void; reject(e: unknown): void }[] = [];
+  private recordFlushScheduled = false;
+  private recordFlushRunning = false;
 
   constructor(
     private readonly ctx: ServiceContext,
@@ -67,12 +81,16 @@ export class TokenService {
       );
     }
     this.rateLimit(principal.runId);
+    // One read for everything the request depends on: the run, its flow, deployment, pool and worker,
+    // whether its identity was revoked, and the workspace's sub template (hot path: one statement, not three).
     const run = await this.ctx.db
       .selectFrom('flow_runs as r')
       .innerJoin('flows as f', 'f.id', 'r.flow_id')
       .leftJoin('deployments as d', 'd.id', 'r.deployment_id')
       .leftJoin('work_pools as p', 'p.id', 'r.work_pool_id')
       .leftJoin('workers as w', 'w.id', 'r.worker_id')
+      .leftJoin('identity_revocations as ir', 'ir.flow_run_id', 'r.id')
+      .leftJoin('workspace_settings as ws', (join) => join.on('ws.workspace', '=', WORKSPACE))
       .select([
         'r.id',
         'r.attempt',
@@ -88,6 +106,8 @@ export class TokenService {
         'd.identity',
         'p.name as pool',
         'w.name as worker',
+        'ir.revoked_at as identity_revoked_at',
+        'ws.identity as workspace_identity',
       ])
       .where('r.id', '=', principal.runId)
       .executeTakeFirst();
@@ -98,15 +118,10 @@ export class TokenService {
         `this run credential is for attempt ${principal.attempt}; the run is on attempt ${run.attempt}`,
       );
     }
-    const revoked = await this.ctx.db
-      .selectFrom('identity_revocations')
-      .select(['revoked_at'])
-      .where('flow_run_id', '=', run.id)
-      .executeTakeFirst();
-    if (revoked) {
+    if (run.identity_revoked_at) {
       throw new TesseraError(
         'ERR_IDENTITY_REVOKED',
-        `the identity of run ${run.id} was revoked at ${revoked.revoked_at}: it gets no more identity tokens, and the ones it had are inactive. Start a new run if it needs them.`,
+        `the identity of run ${run.id} was revoked at ${run.identity_revoked_at}: it gets no more identity tokens, and the ones it had are inactive. Start a new run if it needs them.`,
       );
     }
     if (!run.deployment || !run.deployment_id) {
@@ -160,7 +175,9 @@ export class TokenService {
     const triggeredBy = fromJson<StateCause>(run.triggered_by, { kind: 'server', id: 'unknown' });
     const environment = run.environment ?? 'dev';
     const project = run.project ?? 'default';
-    const template = await resolveSubTemplate(this.ctx.db, identity.subTemplate);
+    const template = identity.subTemplate
+      ? await resolveSubTemplate(this.ctx.db, identity.subTemplate)
+      : workspaceTemplate(run.workspace_identity);
     const sub = renderSubject(
       template.keys,
       {
@@ -225,22 +242,21 @@ export class TokenService {
           : {}),
       },
     });
-    await this.ctx.db
-      .insertInto('issued_tokens')
-      .values({
-        jti: minted.jti,
-        flow_run_id: run.id,
-        attempt: run.attempt,
-        task_run_id: taskRunId ?? null,
-        aud: audience,
-        sub,
-        kid: key.kid,
-        issued_at: iso(minted.issuedAt.getTime()),
-        expires_at: iso(minted.expiresAt.getTime()),
-        revoked_at: null,
-        cnf_jkt: bound?.jkt ?? null,
-      })
-      .execute();
+    // Recorded (committed) before the token is handed out, as before; only grouped with the records of
+    // concurrent requests into one INSERT.
+    await this.record({
+      jti: minted.jti,
+      flow_run_id: run.id,
+      attempt: run.attempt,
+      task_run_id: taskRunId ?? null,
+      aud: audience,
+      sub,
+      kid: key.kid,
+      issued_at: iso(minted.issuedAt.getTime()),
+      expires_at: iso(minted.expiresAt.getTime()),
+      revoked_at: null,
+      cnf_jkt: bound?.jkt ?? null,
+    });
     return {
       token: minted.token,
       tokenType: 'JWT',
@@ -252,6 +268,57 @@ export class TokenService {
       aud: audience,
       ...(bound ? { cnf: { jkt: bound.jkt } } : {}),
     };
+  }
+
+  /**
+   * Records one issuance; resolves once its row is committed. Records that arrive in the same turn of
+   * the event loop (concurrent requests) are written by one multi-row INSERT: one statement and one
+   * commit instead of one each. A failed batch is retried row by row, so a bad row (its run deleted
+   * meanwhile) fails only its own request.
+   */
+  private record(row: Insertable<IssuedTokenTable>): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.pendingRecords.push({ row, resolve, reject });
+      if (!this.recordFlushScheduled && !this.recordFlushRunning) {
+        this.recordFlushScheduled = true;
+        setImmediate(() => {
+          this.recordFlushScheduled = false;
+          void this.flushRecords();
+        });
+      }
+    });
+  }
+
+  private async flushRecords(): Promise<void> {
+    if (this.recordFlushRunning) return;
+    this.recordFlushRunning = true;
+    try {
+      while (this.pendingRecords.length > 0) {
+        const batch = this.pendingRecords.splice(0, RECORD_BATCH_MAX);
+        try {
+          await this.ctx.db
+            .insertInto('issued_tokens')
+            .values(batch.map((b) => b.row))
+            .execute();
+          for (const b of batch) b.resolve();
+        } catch (batchError) {
+          if (batch.length === 1) {
+            batch[0]?.reject(batchError);
+            continue;
+          }
+          for (const b of batch) {
+            try {
+              await this.ctx.db.insertInto('issued_tokens').values(b.row).execute();
+              b.resolve();
+            } catch (e) {
+              b.reject(e);
+            }
+          }
+        }
+      }
+    } finally {
+      this.recordFlushRunning = false;
+    }
   }
 
   /** Records a DPoP proof until it can no longer be accepted; false when it was seen before (a replay). */
@@ -283,6 +350,19 @@ export class TokenService {
     this.recent.set(runId, times);
     if (this.recent.size > 10_000) for (const [k, v] of this.recent) if ((v.at(-1) ?? 0) < windowStart) this.recent.delete(k);
   }
+}
+
+/** Rows per INSERT of issuance records: 11 parameters each, well under every driver's limit. */
+const RECORD_BATCH_MAX = 256;
+
+/**
+ * The workspace's `sub` template from its stored settings (the `identity` JSON of `workspace_settings`,
+ * read with the run), or the default: what `resolveSubTemplate` answers for a deployment that sets none.
+ */
+function workspaceTemplate(stored: string | null | undefined): ResolvedSubTemplate {
+  const keys = fromJson<{ subTemplate?: unknown }>(stored, {}).subTemplate;
+  if (!keys) return { version: SUB_TEMPLATE_VERSION, keys: DEFAULT_SUB_TEMPLATE, source: 'default' };
+  return { ...parseSubTemplate(keys, 'subTemplate'), source: 'workspace' };
 }
 
 /** The allowed value within edit distance 3 of `value`, if any (catches sts.amazon.com vs sts.amazonaws.com). */

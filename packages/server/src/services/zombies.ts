@@ -9,14 +9,25 @@ import type { RunService } from './runs.js';
  * Cancelled: the process is gone, which is what the user asked for.
  */
 export class ZombieDetector {
-  /** Heartbeats missed while this server was down do not count against workers. */
-  private readonly startedAt: number;
+  /**
+   * Heartbeats missed while this server was down, or could not reach the database, do not count
+   * against workers: silence is only measured from this instant.
+   */
+  private startedAt: number;
 
   constructor(
     private readonly ctx: ServiceContext,
     private readonly runs: RunService,
   ) {
     this.startedAt = ctx.clock.now();
+  }
+
+  /**
+   * The database was unreachable at `at` (a connection loss, a PostgreSQL restart): workers could not
+   * heartbeat either, so their silence is measured from here on, not from before the outage.
+   */
+  resetClock(at: number): void {
+    this.startedAt = Math.max(this.startedAt, at);
   }
 
   async tick(): Promise<number> {

@@ -8,6 +8,9 @@ import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import { TesseraError } from '@tessera/core';
 import { type ColumnDefinitionBuilder, Kysely, PostgresDialect, type SelectQueryBuilder, SqliteDialect } from 'kysely';
+import type { WakeupBus } from '../services/events.js';
+import { createPgWakeupBus } from './pg-bus.js';
+import { createPgLease } from './pg-lease.js';
 import type { Database } from './schema.js';
 
 /** A column type as Kysely's schema builder takes it. */
@@ -36,30 +39,102 @@ const postgresDialect: StoreDialect = {
   lockForClaim: (qb) => qb.forUpdate().skipLocked() as typeof qb,
 };
 
+/**
+ * A lease that at most one replica holds at a time: the singleton services (scheduler, zombie
+ * detection, key maintenance) run only while it is held. See `services/singleton.ts`.
+ */
+export interface Lease {
+  /** Whether the last {@link Lease.check} found the lease held. */
+  readonly held: boolean;
+  /**
+   * Takes the lease if it is free, or confirms that this process still holds it. Never throws: a
+   * database that cannot be reached means the lease is not held.
+   */
+  check(): Promise<boolean>;
+  /** Gives the lease up (another replica may take it at once) and closes its connection. */
+  close(): Promise<void>;
+}
+
 export interface OpenedStore {
   db: Kysely<Database>;
   dialect: StoreDialect;
   /** A description safe to print (no password). */
   description: string;
+  /**
+   * A lease named by `lockId`. On PostgreSQL an advisory lock on a dedicated session, shared by every
+   * replica on the database; on SQLite, whose file only one server uses, a lease this process always holds.
+   */
+  createLease(options: { lockId: number; holder: string; onError?: (e: Error) => void }): Lease;
+  /**
+   * Wake-ups between replicas (LISTEN/NOTIFY on PostgreSQL), or `undefined` where one process is
+   * all there is (SQLite): in-process wake-ups are enough.
+   */
+  createWakeupBus(onError?: (e: Error) => void): WakeupBus | undefined;
+  /** Closes every connection. */
+  destroy(): Promise<void>;
+}
+
+/** Options for {@link openStore}. */
+export interface OpenStoreOptions {
+  /**
+   * PostgreSQL connections per replica (the pool; the singleton lease and LISTEN take one more each).
+   * @default 10
+   */
+  poolSize?: number;
 }
 
 const require = createRequire(import.meta.url);
+
+/** SQLite: this process is the only server on the file, so it always holds every lease. */
+const localLease = (): Lease => {
+  let closed = false;
+  return {
+    get held() {
+      return !closed;
+    },
+    check: async () => !closed,
+    close: async () => {
+      closed = true;
+    },
+  };
+};
 
 /**
  * Opens the database named by `url`: `postgres://…` for PostgreSQL, anything else is a SQLite file
  * path (or `:memory:`).
  */
-export function openStore(url: string): OpenedStore {
+export function openStore(url: string, options: OpenStoreOptions = {}): OpenedStore {
   if (/^postgres(ql)?:\/\//.test(url)) {
     const pg = require('pg') as typeof import('pg');
     // bigint counts come back as strings by default; our counts are small.
     pg.types.setTypeParser(20, (v: string) => Number.parseInt(v, 10));
-    const pool = new pg.Pool({ connectionString: url, max: 10 });
+    const pool = new pg.Pool({
+      connectionString: url,
+      max: options.poolSize ?? 10,
+      // While PostgreSQL is unreachable, requests fail fast (503 on /readyz) instead of queueing forever.
+      connectionTimeoutMillis: 5_000,
+      keepAlive: true,
+      // A replica stuck mid-transaction (paused, partitioned) must not hold row locks for ever.
+      idle_in_transaction_session_timeout: 60_000,
+    });
     pool.on('error', () => {
       /* idle client errors surface on the next query; /readyz reports them */
     });
+    // A connection that drops while checked out (mid-transaction) emits 'error' on its client, which
+    // nobody else listens to: unhandled, it would kill the process. The query in flight fails (and its
+    // transaction is rolled back by PostgreSQL); the pool discards the broken client on release.
+    pool.on('connect', (client) => client.on('error', () => {}));
     const safe = url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
-    return { db: new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), dialect: postgresDialect, description: safe };
+    const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+    return {
+      db,
+      dialect: postgresDialect,
+      description: safe,
+      createLease: ({ lockId, holder, onError }) =>
+        createPgLease(url, { lockId, applicationName: `tessera singleton ${holder}`, ...(onError ? { onError } : {}) }),
+      createWakeupBus: (onError) => createPgWakeupBus(url, onError),
+      destroy: () => db.destroy(),
+    };
   }
   const Sqlite = require('better-sqlite3') as typeof import('better-sqlite3');
   if (url !== ':memory:') mkdirSync(dirname(url), { recursive: true });
@@ -73,5 +148,13 @@ export function openStore(url: string): OpenedStore {
   database.pragma('synchronous = NORMAL');
   database.pragma('foreign_keys = ON');
   database.pragma('busy_timeout = 5000');
-  return { db: new Kysely<Database>({ dialect: new SqliteDialect({ database }) }), dialect: sqliteDialect, description: `sqlite ${url}` };
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
+  return {
+    db,
+    dialect: sqliteDialect,
+    description: `sqlite ${url}`,
+    createLease: () => localLease(),
+    createWakeupBus: () => undefined,
+    destroy: () => db.destroy(),
+  };
 }

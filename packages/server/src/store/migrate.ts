@@ -5,6 +5,9 @@ import * as m0001 from './migrations/0001-initial.js';
 import * as m0002 from './migrations/0002-project.js';
 import * as m0003 from './migrations/0003-keys.js';
 import * as m0004 from './migrations/0004-identity.js';
+import * as m0005 from './migrations/0005-replicas.js';
+import * as m0006 from './migrations/0006-auth.js';
+import * as m0007 from './migrations/0007-sessions.js';
 
 type MigrationModule = { up(db: Kysely<unknown>, dialect: StoreDialect): Promise<void> };
 
@@ -14,6 +17,9 @@ const MIGRATIONS: Record<string, MigrationModule> = {
   '0002-project': m0002,
   '0003-keys': m0003,
   '0004-identity': m0004,
+  '0005-replicas': m0005,
+  '0006-auth': m0006,
+  '0007-sessions': m0007,
 };
 
 class StaticProvider implements MigrationProvider {

@@ -1,25 +1,29 @@
 import { createRequire } from 'node:module';
-import type { WakeupBus } from '../services/events.js';
+import { WAKE_ALL, type WakeupBus } from '../services/events.js';
 
 const CHANNEL = 'tessera_wakeup';
 const require = createRequire(import.meta.url);
 
 /**
  * LISTEN/NOTIFY between replicas. One dedicated connection listens; publishing goes through a
- * short-lived pool connection. A lost listener reconnects by itself with backoff; wake-ups missed
- * meanwhile only cost a poll cycle (polls time out and re-check), never a run.
+ * small pool. A lost listener reconnects by itself with backoff and then delivers
+ * {@link WAKE_ALL}, so every waiting poll re-checks at once: wake-ups missed while it was away cost
+ * nothing more than that re-check, never a run.
  */
 export function createPgWakeupBus(url: string, onError: (e: Error) => void = () => {}): WakeupBus {
   const pg = require('pg') as typeof import('pg');
-  const publisher = new pg.Pool({ connectionString: url, max: 2 });
+  const publisher = new pg.Pool({ connectionString: url, max: 2, connectionTimeoutMillis: 5_000, keepAlive: true });
   publisher.on('error', onError);
+  // A connection dropping mid-query emits 'error' on its client; unhandled, it would end the process.
+  publisher.on('connect', (client) => client.on('error', () => {}));
+  let connectedOnce = false;
   let listener: import('pg').Client | undefined;
   let closed = false;
   let deliver: ((key: string) => void) | undefined;
   let retryMs = 250;
 
   const connect = async (): Promise<void> => {
-    const client = new pg.Client({ connectionString: url });
+    const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000, keepAlive: true });
     client.on('notification', (msg) => {
       if (msg.channel === CHANNEL && msg.payload) deliver?.(msg.payload);
     });
@@ -28,10 +32,23 @@ export function createPgWakeupBus(url: string, onError: (e: Error) => void = () 
       reconnect(client);
     });
     client.on('end', () => reconnect(client));
-    await client.connect();
-    await client.query(`LISTEN ${CHANNEL}`);
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${CHANNEL}`);
+    } catch (e) {
+      client.removeAllListeners('end');
+      void client.end().catch(() => {});
+      throw e;
+    }
+    if (closed) {
+      void client.end().catch(() => {});
+      return;
+    }
     listener = client;
     retryMs = 250;
+    // Whatever was published while we were not listening: let every waiting poll look again.
+    if (connectedOnce) deliver?.(WAKE_ALL);
+    connectedOnce = true;
   };
 
   const reconnect = (dead: import('pg').Client) => {

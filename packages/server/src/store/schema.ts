@@ -3,6 +3,8 @@
  * as text on every dialect), booleans are 0/1 integers, JSON is text.
  */
 import type { Generated } from 'kysely';
+import type { AuthDatabase } from './schema-auth.js';
+import type { SessionDatabase } from './schema-sessions.js';
 
 export interface WorkPoolTable {
   id: string;
@@ -165,6 +167,33 @@ export interface SigningKeyTable {
   expires_at: string | null;
   /** When this key was revoked: it left the JWKS at once (0003-keys). */
   revoked_at: string | null;
+  /** The replica that generated the key and alone holds its private half; null before 0005-replicas. */
+  replica_id: string | null;
+}
+
+/** A server process sharing the database (0005-replicas). */
+export interface ReplicaTable {
+  id: string;
+  url: string | null;
+  host: string | null;
+  pid: number | null;
+  started_at: string;
+  /** Written every background-loop tick: a replica silent for long is dead and its keys are retired. */
+  last_seen_at: string;
+  stopped_at: string | null;
+}
+
+/** A request to rotate signing keys, applied by every replica to its own keys (0005-replicas). */
+export interface KeyRotationTable {
+  id: string;
+  requested_at: string;
+  /** Null: every replica; otherwise that replica only (a scheduled rotation of its keys). */
+  replica_id: string | null;
+  /** JSON array of algorithms. */
+  algorithms: string;
+  revoke_current: number;
+  /** JSON `{ kind, id, label? }`. */
+  requested_by: string;
 }
 
 export interface IssuedTokenTable {
@@ -209,7 +238,7 @@ export interface DpopProofTable {
   expires_at: string;
 }
 
-export interface Database {
+export interface Database extends AuthDatabase, SessionDatabase {
   work_pools: WorkPoolTable;
   work_queues: WorkQueueTable;
   flows: FlowTable;
@@ -226,4 +255,6 @@ export interface Database {
   workspace_settings: WorkspaceSettingsTable;
   identity_revocations: IdentityRevocationTable;
   dpop_proofs: DpopProofTable;
+  replicas: ReplicaTable;
+  key_rotations: KeyRotationTable;
 }

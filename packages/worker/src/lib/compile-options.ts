@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { parseDuration, TesseraError } from '@tessera/core';
 import type { WorkerEvent } from '../events.js';
 import type { WorkerLogger, WorkerOptions } from '../options.js';
+import type { WorkerAuth } from './credentials.js';
 
 /** {@link WorkerOptions} with defaults applied and durations in ms: the one shape the worker reads. */
 export interface CompiledWorkerOptions {
@@ -16,11 +17,13 @@ export interface CompiledWorkerOptions {
   readonly cancelGraceMs: number;
   readonly serverRetryForMs: number;
   readonly runnerModule: string | URL | undefined;
+  readonly loader: string | URL | false | undefined;
   readonly env: Readonly<Record<string, string>>;
   readonly tokenDir: string;
   readonly logger: WorkerLogger;
   readonly onEvent: ((event: WorkerEvent) => void) | undefined;
   readonly output: { stdout: NodeJS.WritableStream; stderr: NodeJS.WritableStream };
+  readonly auth: Readonly<WorkerAuth>;
 }
 
 const consoleLogger: WorkerLogger = {
@@ -51,6 +54,12 @@ export function compileWorkerOptions(options: WorkerOptions): CompiledWorkerOpti
     throw configError(`worker option concurrency: ${concurrency} is not allowed; use a whole number of at least 1`);
   }
   const name = options.name?.trim() || `${hostname()}-${process.pid}`;
+  if (options.joinToken && options.federatedTokenFile) {
+    throw configError('worker options joinToken and federatedTokenFile: give one way to authenticate, not both');
+  }
+  if (options.joinToken !== undefined && !/^tsj_[A-Za-z0-9_-]{16,}$/.test(options.joinToken)) {
+    throw configError('worker option joinToken: expected a join token (tsj_…) from `tessera workers join-token`');
+  }
   return Object.freeze({
     apiUrl,
     pool: options.pool,
@@ -60,11 +69,17 @@ export function compileWorkerOptions(options: WorkerOptions): CompiledWorkerOpti
     cancelGraceMs: parseDuration(options.cancelGraceMs ?? 10_000, 'worker option cancelGraceMs'),
     serverRetryForMs: parseDuration(options.serverRetryForMs ?? 600_000, 'worker option serverRetryForMs'),
     runnerModule: options.runnerModule,
+    loader: options.loader,
     env: Object.freeze({ ...options.env }),
     tokenDir: resolvePath(options.tokenDir ?? tmpdir()),
     logger: options.logger ?? consoleLogger,
     onEvent: options.onEvent,
     output: options.output ?? { stdout: process.stdout, stderr: process.stderr },
+    auth: Object.freeze({
+      joinToken: options.joinToken,
+      federatedTokenFile: options.federatedTokenFile ? resolvePath(options.federatedTokenFile) : undefined,
+      identityFile: options.identityFile ? resolvePath(options.identityFile) : undefined,
+    }),
   });
 }
 

@@ -13,7 +13,7 @@ export interface ProcessExit {
 export interface LaunchFlowProcessOptions {
   claimed: ClaimedRun;
   apiUrl: string;
-  /** Absolute file URL of the tsx loader, passed to `--import`. */
+  /** Absolute file URL of the tsx loader, passed to `--import`; empty for none. */
   loaderUrl: string;
   /** Absolute path of the runner module (the SDK's flow-process entry). */
   runnerPath: string;
@@ -156,7 +156,8 @@ export class FlowProcess {
 
 /** Starts the flow process for a claimed run. */
 export function launchFlowProcess(options: LaunchFlowProcessOptions): FlowProcess {
-  const child = spawn(process.execPath, ['--import', options.loaderUrl, options.runnerPath], {
+  const args = options.loaderUrl ? ['--import', options.loaderUrl, options.runnerPath] : [options.runnerPath];
+  const child = spawn(process.execPath, args, {
     cwd: options.claimed.path,
     env: buildRunEnv(options.claimed, options.apiUrl, options.env, process.env, options.tokenFiles),
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
