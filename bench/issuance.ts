@@ -1,0 +1,783 @@
+/**
+ * Identity-token issuance over HTTP (issue #3), beside three baselines measured in the same run with
+ * the same load generator:
+ *
+ *   node --import tsx bench/issuance.ts [--quick]      (after `npm run build`)
+ *
+ * Targets, for RS256 and ES256 each:
+ * - tessera:  `POST /api/identity/token` of a real server (SQLite in a temp dir, log level warn): the
+ *             run credential is checked, the run read, the issuance recorded in `issued_tokens`.
+ *             Requests rotate over 32 claimed runs of a deployment with `identity.algorithm` set;
+ *             the per-run rate limit is raised out of the way.
+ * - sign:     jose `SignJWT(...).sign()` with the same claims, no HTTP: the ceiling set by the
+ *             signature itself.
+ * - fastify:  a bare Fastify endpoint that parses the JSON body and signs the same claims with jose.
+ * - oidc-provider: `oidc-provider` v9 issuing JWT access tokens by `client_credentials`
+ *             (resource indicators, `accessTokenFormat: 'jwt'`, same alg), client_secret_basic.
+ *
+ * Load generator (ours, node:http, keep-alive Agent), run on a worker thread so its JavaScript does
+ * not share the event loop of the servers under test (they all run in this process, one at a time):
+ * - closed loop: 32 requests in flight; per target 1 s warm-up, then 5 s measured (quick: 0.3 s +
+ *   1 s) in 1 s slices that the four targets of an algorithm take in turn, so load from elsewhere on
+ *   the machine hits all of them alike; tokens/s, and the latency (send → last byte) of every request;
+ * - open loop at half of each target's measured peak, same slicing: requests sent on a fixed
+ *   schedule, latency counted from the scheduled send time (no coordinated omission).
+ * For `sign`, a "request" is one signature. Throughput ratios in the goals are the median of the
+ * per-round ratios of adjacent slices. CPU µs/token is the whole process's CPU time (all threads,
+ * load generator included) per token: on a busy machine it moves far less than tokens/s.
+ *
+ * Goals (the issue's): tessera ≥ 3× oidc-provider's tokens/s; ≥ 80 % of the bare Fastify signer with
+ * ES256; p99 under 5 ms at half of peak load. Talks only to 127.0.0.1, stops by itself, removes its
+ * temp dirs. `docs/benchmarks-issuance.md` has the figures and how to read them.
+ */
+import { randomUUID } from 'node:crypto';
+import { Agent, createServer, request as httpRequest, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { cpus, loadavg } from 'node:os';
+import { pathToFileURL } from 'node:url';
+import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
+
+type Alg = 'RS256' | 'ES256';
+type TargetName = 'tessera' | 'sign' | 'fastify' | 'oidc-provider';
+
+/** Options of {@link run}. */
+export interface IssuanceBenchOptions {
+  /** Short windows, for a smoke run. @default false */
+  quick?: boolean;
+  /** Requests kept in flight by the closed-loop generator. @default 32 */
+  concurrency?: number;
+  /** Measured window per target and phase, ms. @default 5000 (quick: 1000) */
+  durationMs?: number;
+  /** Warm-up before each window, ms. @default 1000 (quick: 300) */
+  warmupMs?: number;
+  /** Algorithms to measure. @default ['RS256', 'ES256'] */
+  algs?: Alg[];
+}
+
+/** One target at one algorithm. */
+export interface IssuanceBenchRow {
+  bench: 'issuance';
+  alg: Alg;
+  target: TargetName;
+  /** Closed loop: tokens per second with `concurrency` requests in flight. */
+  tokensPerSec: number;
+  /** The same, slice by slice (1 s slices, in the order measured; round i of every target is adjacent in time). */
+  sliceTokensPerSec: number[];
+  /** Closed loop latencies, ms. */
+  p50Ms: number;
+  p99Ms: number;
+  /** Open loop at half of `tokensPerSec`: the offered rate and the latencies (from the scheduled send time), ms. */
+  halfLoadRate: number;
+  halfLoadP50Ms: number;
+  halfLoadP99Ms: number;
+  /** CPU time of this process (all threads, load generator included) per token in the closed loop, µs. */
+  cpuUsPerToken: number;
+  /** Requests that did not answer 200 (any at all makes the row suspect). */
+  errors: number;
+  concurrency: number;
+  durationMs: number;
+}
+
+// ─── load generator (worker thread) ─────────────────────────────────────────────────────────────
+
+export interface HttpTarget {
+  type: 'http';
+  port: number;
+  path: string;
+  /** Rotated per request (e.g. one run credential each). */
+  variants: { headers: Record<string, string>; body: string }[];
+}
+export interface SignTarget {
+  type: 'sign';
+  alg: Alg;
+  claims: Record<string, unknown>;
+}
+export interface Job {
+  /** Names the target: agents (and their warm connections) are kept per target across jobs. */
+  key: string;
+  target: HttpTarget | SignTarget;
+  mode: 'closed' | 'open';
+  concurrency: number;
+  /** Open loop: requests per second. */
+  rate: number;
+  warmupMs: number;
+  durationMs: number;
+}
+export interface JobResult {
+  /** Requests that completed inside the measured window (throughput). */
+  completed: number;
+  /** Latency of every request that started (was scheduled) inside the window, ms. */
+  latencies: Float64Array;
+  errors: number;
+  firstError?: string;
+  /** Every successful request, warm-up included (to check the server recorded as many). */
+  okTotal: number;
+  /** The body of one successful answer (a token to check). */
+  sample?: string;
+  /** CPU time of the whole process (all threads) during the window, µs. */
+  cpuUs: number;
+}
+
+type Fire = (i: number) => Promise<string>;
+const fires = new Map<string, Fire>();
+
+async function fireFor(job: Job): Promise<Fire> {
+  const key = `${job.key}/${job.mode}`;
+  const known = fires.get(key);
+  if (known) return known;
+  let fire: Fire;
+  if (job.target.type === 'http') {
+    const t = job.target;
+    // Closed loop: one socket per request in flight. Open loop: as many as the schedule needs.
+    const agent = new Agent({ keepAlive: true, maxSockets: job.mode === 'closed' ? job.concurrency : 1024 });
+    const variants = t.variants.map((v) => ({
+      headers: { ...v.headers, 'content-length': String(Buffer.byteLength(v.body)) },
+      body: v.body,
+    }));
+    fire = (i) =>
+      new Promise((resolve, reject) => {
+        const v = variants[i % variants.length] as (typeof variants)[number];
+        const req = httpRequest({ host: '127.0.0.1', port: t.port, path: t.path, method: 'POST', agent, headers: v.headers }, (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            const body = Buffer.concat(chunks).toString();
+            if (res.statusCode === 200) resolve(body);
+            else reject(new Error(`HTTP ${res.statusCode}: ${body.slice(0, 300)}`));
+          });
+          res.on('error', reject);
+        });
+        req.on('error', reject);
+        req.end(v.body);
+      });
+  } else {
+    const t = job.target;
+    const { SignJWT, generateKeyPair } = await import('jose');
+    const { privateKey } = await generateKeyPair(t.alg);
+    fire = () =>
+      new SignJWT({ ...t.claims, jti: randomUUID() })
+        .setProtectedHeader({ alg: t.alg, typ: 'JWT', kid: 'bench' })
+        .setIssuedAt()
+        .setExpirationTime('5m')
+        .sign(privateKey);
+  }
+  fires.set(key, fire);
+  return fire;
+}
+
+/** One window of load against one target: warm-up, then the measured window; drains what is in flight. */
+async function generate(job: Job): Promise<JobResult> {
+  const fire = await fireFor(job);
+  const latencies: number[] = [];
+  let completed = 0;
+  let errors = 0;
+  let firstError: string | undefined;
+  let okTotal = 0;
+  let sample: string | undefined;
+  let seq = 0;
+  const start = performance.now();
+  const measureStart = start + job.warmupMs;
+  const end = measureStart + job.durationMs;
+  let cpu0 = process.cpuUsage();
+  let cpu: NodeJS.CpuUsage | undefined;
+  const cpuTimers = [
+    setTimeout(() => {
+      cpu0 = process.cpuUsage();
+    }, job.warmupMs),
+    setTimeout(() => {
+      cpu = process.cpuUsage(cpu0);
+    }, job.warmupMs + job.durationMs),
+  ];
+
+  const one = async (intended: number) => {
+    try {
+      const body = await fire(seq++);
+      const done = performance.now();
+      okTotal++;
+      sample ??= body;
+      if (done >= measureStart && done <= end) completed++;
+      if (intended >= measureStart && intended < end) latencies.push(done - intended);
+    } catch (e) {
+      errors++;
+      firstError ??= (e as Error).message;
+    }
+  };
+
+  if (job.mode === 'closed') {
+    const lane = async () => {
+      while (performance.now() < end) await one(performance.now());
+    };
+    await Promise.all(Array.from({ length: job.concurrency }, lane));
+  } else {
+    // Send every request whose scheduled time has come, on ~1 ms timer ticks (a busy loop would steal
+    // a core from the server). Latency counts from the scheduled time, so a late send is charged to
+    // the target, not hidden (no coordinated omission).
+    const interval = 1000 / job.rate;
+    const total = Math.ceil((end - start) / interval);
+    const inflight = new Set<Promise<void>>();
+    let sent = 0;
+    await new Promise<void>((resolve) => {
+      const tick = () => {
+        const now = performance.now();
+        const due = Math.min(total, Math.floor((now - start) / interval) + 1);
+        while (sent < due) {
+          const p = one(start + sent * interval);
+          inflight.add(p);
+          void p.finally(() => inflight.delete(p));
+          sent++;
+        }
+        if (sent >= total) resolve();
+        else setTimeout(tick, 1);
+      };
+      tick();
+    });
+    await Promise.all(inflight);
+  }
+  for (const t of cpuTimers) clearTimeout(t);
+  cpu ??= process.cpuUsage(cpu0);
+  return {
+    completed,
+    latencies: Float64Array.from(latencies),
+    errors,
+    ...(firstError ? { firstError } : {}),
+    okTotal,
+    ...(sample !== undefined ? { sample } : {}),
+    cpuUs: cpu.user + cpu.system,
+  };
+}
+
+if (!isMainThread && (workerData as { issuanceBench?: boolean } | null)?.issuanceBench) {
+  parentPort?.on('message', (m: { id: number; job: Job }) => {
+    generate(m.job).then(
+      (r) => parentPort?.postMessage({ id: m.id, ok: r }, [r.latencies.buffer as ArrayBuffer]),
+      (e: Error) => parentPort?.postMessage({ id: m.id, error: e.stack ?? e.message }),
+    );
+  });
+}
+
+/**
+ * The load generator's worker thread: its JavaScript runs beside, not inside, the event loop of the
+ * server under test. On Node 20 a worker does not inherit `--import tsx`, so it registers tsx's
+ * loader itself before loading this file.
+ */
+export function startGenerator(): { job(job: Job): Promise<JobResult>; close(): Promise<void> } {
+  const entry = `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((m) => { m.register(); return import(${JSON.stringify(import.meta.url)}); })`;
+  const worker = new Worker(entry, { eval: true, workerData: { issuanceBench: true } });
+  const pending = new Map<number, { resolve(r: JobResult): void; reject(e: Error): void }>();
+  let next = 0;
+  const failAll = (e: Error) => {
+    for (const p of pending.values()) p.reject(e);
+    pending.clear();
+  };
+  worker.on('message', (m: { id: number; ok?: JobResult; error?: string }) => {
+    const p = pending.get(m.id);
+    pending.delete(m.id);
+    if (m.ok) p?.resolve(m.ok);
+    else p?.reject(new Error(`load generator: ${m.error}`));
+  });
+  worker.on('error', failAll);
+  worker.on('exit', (code) => failAll(new Error(`load generator exited (${code})`)));
+  return {
+    job: (job) =>
+      new Promise((resolve, reject) => {
+        const id = next++;
+        pending.set(id, { resolve, reject });
+        worker.postMessage({ id, job });
+      }),
+    close: async () => {
+      await worker.terminate();
+    },
+  };
+}
+
+// ─── targets ────────────────────────────────────────────────────────────────────────────────────
+
+/** Claims shaped like a Tessera run token's (same size), for the baselines that sign by themselves. */
+function runLikeClaims(): Record<string, unknown> {
+  return {
+    iss: 'http://127.0.0.1:4200',
+    sub: 'ws:default:deployment:bench-es256:env:dev',
+    aud: 'bench-api',
+    nbf: Math.floor(Date.now() / 1000) - 30,
+    workspace: 'default',
+    project: 'default',
+    flow: 'bench',
+    deployment: 'bench-es256',
+    deployment_id: randomUUID(),
+    environment: 'dev',
+    run_id: randomUUID(),
+    run_attempt: 1,
+    work_pool: 'bench',
+    worker: 'bench-worker',
+    trigger_kind: 'manual',
+    triggered_by: 'person:local admin',
+    tags: [],
+    sub_template_version: 1,
+  };
+}
+
+function listen(server: Server): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve((server.address() as AddressInfo).port));
+  });
+}
+
+function closeServer(server: Server): Promise<void> {
+  server.closeAllConnections();
+  return new Promise((r) => server.close(() => r()));
+}
+
+interface Target {
+  name: TargetName;
+  alg: Alg;
+  spec: HttpTarget | SignTarget;
+  /** Checks one answer: the right algorithm, a real JWT. */
+  check(sample: string): void;
+}
+
+function headerAlg(jwt: string): string {
+  const [h] = jwt.split('.');
+  return (JSON.parse(Buffer.from(h ?? '', 'base64url').toString()) as { alg: string }).alg;
+}
+
+function expectAlg(target: string, alg: Alg, token: string | undefined): void {
+  if (!token || headerAlg(token) !== alg) throw new Error(`${target}: expected a ${alg} JWT, got ${String(token).slice(0, 80)}`);
+}
+
+/** Starts the three servers; returns the targets and a stop function. */
+async function startTargets(algs: Alg[], concurrency: number) {
+  const { startTestServer } = await import('@tessera/testing');
+  const { default: Fastify } = await import('fastify');
+  const { default: Provider } = await import('oidc-provider');
+  const { SignJWT, exportJWK, generateKeyPair } = await import('jose');
+  const stops: (() => Promise<void>)[] = [];
+  const stop = async () => {
+    for (const s of stops.reverse()) await s().catch(() => undefined);
+  };
+  try {
+    // Tessera: a real server on a temp SQLite database.
+    const tessera = await startTestServer({
+      logLevel: 'warn',
+      backgroundServices: false,
+      settings: { tokenRateLimitPerMinute: 1_000_000_000 },
+    });
+    stops.push(() => tessera.close());
+    const c = tessera.client;
+    await c.createWorkPool({ name: 'bench' });
+    const credentials = new Map<Alg, string[]>();
+    for (const alg of algs) {
+      const name = `bench-${alg.toLowerCase()}`;
+      await c.putDeployment({
+        name,
+        flowName: 'bench',
+        entrypoint: 'flows.ts:bench',
+        path: '/tmp',
+        workPool: 'bench',
+        identity: { audiences: ['bench-api'], algorithm: alg },
+      });
+      const runIds = new Set<string>();
+      for (let i = 0; i < concurrency; i++) runIds.add((await c.runDeployment(name)).id);
+      const creds: string[] = [];
+      for (let tries = 0; creds.length < runIds.size && tries < 100; tries++) {
+        const poll = await c.poll('bench', {
+          workerId: randomUUID(),
+          workerName: 'bench-worker',
+          capacity: runIds.size - creds.length,
+          running: [],
+          waitMs: 0,
+        });
+        for (const claimed of poll.runs) {
+          if (!runIds.has(claimed.run.id)) continue;
+          creds.push(claimed.credential);
+          await c.withToken(claimed.credential).proposeState(claimed.run.id, { state: { type: 'RUNNING' } });
+        }
+      }
+      if (creds.length < runIds.size) throw new Error(`tessera: claimed ${creds.length} of ${runIds.size} runs`);
+      credentials.set(alg, creds);
+    }
+    const tesseraPort = Number(new URL(tessera.url).port);
+
+    // Bare Fastify: parse the JSON body, sign, answer.
+    const fastify = Fastify({ logger: false });
+    const fastifyKeys = new Map<Alg, CryptoKey>();
+    for (const alg of algs) fastifyKeys.set(alg, (await generateKeyPair(alg)).privateKey as CryptoKey);
+    const baseClaims = runLikeClaims();
+    fastify.post<{ Params: { alg: Alg }; Body: { audience?: string } }>('/token/:alg', async (request) => {
+      const alg = request.params.alg;
+      const token = await new SignJWT({ ...baseClaims, aud: request.body.audience ?? 'bench-api', jti: randomUUID() })
+        .setProtectedHeader({ alg, typ: 'JWT', kid: 'bench' })
+        .setIssuedAt()
+        .setExpirationTime('5m')
+        .sign(fastifyKeys.get(alg) as CryptoKey);
+      return { token };
+    });
+    await fastify.listen({ port: 0, host: '127.0.0.1' });
+    stops.push(() => fastify.close());
+    const fastifyPort = (fastify.server.address() as AddressInfo).port;
+
+    // oidc-provider v9: client_credentials, JWT access tokens for one resource server per alg.
+    const keys = [];
+    for (const alg of algs) {
+      const { privateKey } = await generateKeyPair(alg, { extractable: true });
+      keys.push({ ...(await exportJWK(privateKey)), kid: `op-${alg}`, alg, use: 'sig' });
+    }
+    const opServer = createServer();
+    const opPort = await listen(opServer);
+    stops.push(() => closeServer(opServer));
+    const opIssuer = `http://127.0.0.1:${opPort}`;
+    const clientSecret = randomUUID() + randomUUID();
+    const provider = new Provider(opIssuer, {
+      clients: [
+        {
+          client_id: 'bench',
+          client_secret: clientSecret,
+          grant_types: ['client_credentials'],
+          response_types: [],
+          redirect_uris: [],
+          token_endpoint_auth_method: 'client_secret_basic',
+        },
+      ],
+      jwks: { keys } as never,
+      ttl: { ClientCredentials: 300 },
+      features: {
+        clientCredentials: { enabled: true },
+        resourceIndicators: {
+          enabled: true,
+          defaultResource: async () => 'https://rs256.bench.test',
+          useGrantedResource: async () => true,
+          getResourceServerInfo: async (_ctx, resource) => ({
+            scope: 'api:read',
+            audience: resource,
+            accessTokenTTL: 300,
+            accessTokenFormat: 'jwt',
+            jwt: { sign: { alg: resource.includes('es256') ? 'ES256' : 'RS256' } },
+          }),
+        },
+      },
+    });
+    // The provider's own error reporting (none expected).
+    provider.on('server_error', (_ctx, err) => process.stderr.write(`oidc-provider: ${err.message}\n`));
+    opServer.on('request', provider.callback());
+    const basic = `Basic ${Buffer.from(`bench:${clientSecret}`).toString('base64')}`;
+
+    const targets: Target[] = [];
+    for (const alg of algs) {
+      targets.push({
+        name: 'sign',
+        alg,
+        spec: { type: 'sign', alg, claims: runLikeClaims() },
+        check: (s) => expectAlg('sign', alg, s),
+      });
+      targets.push({
+        name: 'fastify',
+        alg,
+        spec: {
+          type: 'http',
+          port: fastifyPort,
+          path: `/token/${alg}`,
+          variants: [{ headers: { 'content-type': 'application/json' }, body: JSON.stringify({ audience: 'bench-api' }) }],
+        },
+        check: (s) => expectAlg('fastify', alg, (JSON.parse(s) as { token: string }).token),
+      });
+      targets.push({
+        name: 'oidc-provider',
+        alg,
+        spec: {
+          type: 'http',
+          port: opPort,
+          path: '/token',
+          variants: [
+            {
+              headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic },
+              body: `grant_type=client_credentials&scope=api%3Aread&resource=${encodeURIComponent(`https://${alg.toLowerCase()}.bench.test`)}`,
+            },
+          ],
+        },
+        check: (s) => {
+          const body = JSON.parse(s) as { access_token: string; token_type: string };
+          expectAlg('oidc-provider', alg, body.access_token);
+        },
+      });
+      targets.push({
+        name: 'tessera',
+        alg,
+        spec: {
+          type: 'http',
+          port: tesseraPort,
+          path: '/api/identity/token',
+          variants: (credentials.get(alg) ?? []).map((cred) => ({
+            headers: { 'content-type': 'application/json', authorization: `Bearer ${cred}` },
+            body: JSON.stringify({ audience: 'bench-api' }),
+          })),
+        },
+        check: (s) => expectAlg('tessera', alg, (JSON.parse(s) as { token: string }).token),
+      });
+    }
+    return { targets, stop, tessera };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}
+
+async function issuedCount(tesseraUrl: string): Promise<number> {
+  const text = await (await fetch(`${tesseraUrl}/metrics`)).text();
+  const m = /^tessera_identity_tokens_issued_total (\d+)$/m.exec(text);
+  if (!m) throw new Error('tessera: /metrics has no tessera_identity_tokens_issued_total');
+  return Number(m[1]);
+}
+
+const round = (x: number, digits = 2) => Math.round(x * 10 ** digits) / 10 ** digits;
+
+function quantile(sorted: Float64Array, q: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] as number;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
+}
+
+function pooled(parts: Float64Array[]): Float64Array {
+  const out = new Float64Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out.sort();
+}
+
+/** What a run in progress must stop (servers, temp dirs, the generator): for Ctrl-C and the time limit. */
+const cleanups = new Set<() => Promise<void>>();
+
+/** Measured slice length: targets take turns slice by slice, so a burst of load from elsewhere hits all alike. */
+const SLICE_MS = 1000;
+
+/**
+ * Runs the benchmark and returns one row per target and algorithm. Starts (and stops) its servers
+ * and its load generator on 127.0.0.1; prints nothing.
+ *
+ * Per algorithm: each target is warmed up (`warmupMs`, closed loop); then the closed-loop window
+ * (`durationMs` per target) is cut in 1 s slices taken in turn by the four targets (rotating the
+ * order every round); then the same for the open loop at half of each target's measured peak.
+ */
+export async function run(opts: IssuanceBenchOptions = {}): Promise<IssuanceBenchRow[]> {
+  const concurrency = opts.concurrency ?? 32;
+  const durationMs = opts.durationMs ?? (opts.quick ? 1000 : 5000);
+  const warmupMs = opts.warmupMs ?? (opts.quick ? 300 : 1000);
+  const algs = opts.algs ?? ['RS256', 'ES256'];
+  const slices = Math.max(1, Math.round(durationMs / SLICE_MS));
+  const sliceMs = durationMs / slices;
+  const { targets, stop, tessera } = await startTargets(algs, concurrency);
+  const generator = startGenerator();
+  const cleanup = async () => {
+    await generator.close();
+    await stop();
+  };
+  cleanups.add(cleanup);
+  const rows: IssuanceBenchRow[] = [];
+  try {
+    const before = await issuedCount(tessera.url);
+    let tesseraOk = 0;
+    for (const alg of algs) {
+      const ts = targets.filter((t) => t.alg === alg);
+      const key = (t: Target) => `${t.name}-${t.alg}`;
+      const acc = new Map(
+        ts.map((t) => [
+          t,
+          {
+            slices: [] as number[],
+            completed: 0,
+            cpuUs: 0,
+            closed: [] as Float64Array[],
+            open: [] as Float64Array[],
+            rate: 0,
+            errors: 0,
+            firstError: undefined as string | undefined,
+          },
+        ]),
+      );
+      const note = (t: Target, r: JobResult) => {
+        const a = acc.get(t);
+        if (!a) return;
+        a.errors += r.errors;
+        a.firstError ??= r.firstError;
+        if (t.name === 'tessera') tesseraOk += r.okTotal;
+      };
+      for (const t of ts) {
+        const r = await generator.job({
+          key: key(t),
+          target: t.spec,
+          mode: 'closed',
+          concurrency,
+          rate: 0,
+          warmupMs: 0,
+          durationMs: warmupMs,
+        });
+        note(t, r);
+        if (r.sample === undefined) throw new Error(`${t.name} ${t.alg}: no successful request (${r.firstError})`);
+        t.check(r.sample);
+      }
+      const order = (i: number) => ts.map((_, j) => ts[(i + j) % ts.length] as Target);
+      for (let i = 0; i < slices; i++) {
+        for (const t of order(i)) {
+          const r = await generator.job({
+            key: key(t),
+            target: t.spec,
+            mode: 'closed',
+            concurrency,
+            rate: 0,
+            warmupMs: 100,
+            durationMs: sliceMs,
+          });
+          note(t, r);
+          const a = acc.get(t);
+          if (!a) continue;
+          a.slices.push((r.completed / sliceMs) * 1000);
+          a.completed += r.completed;
+          a.cpuUs += r.cpuUs;
+          a.closed.push(r.latencies);
+        }
+      }
+      for (const a of acc.values()) a.rate = Math.max(1, (a.completed / durationMs) * 1000 * 0.5);
+      for (let i = 0; i < slices; i++) {
+        for (const t of order(i)) {
+          const a = acc.get(t);
+          if (!a) continue;
+          const r = await generator.job({
+            key: key(t),
+            target: t.spec,
+            mode: 'open',
+            concurrency,
+            rate: a.rate,
+            warmupMs: 100,
+            durationMs: sliceMs,
+          });
+          note(t, r);
+          a.open.push(r.latencies);
+        }
+      }
+      for (const t of ts) {
+        const a = acc.get(t);
+        if (!a) continue;
+        if (a.errors > 0) process.stderr.write(`issuance bench: ${t.name} ${t.alg}: ${a.errors} errors, first: ${a.firstError}\n`);
+        const closed = pooled(a.closed);
+        const open = pooled(a.open);
+        rows.push({
+          bench: 'issuance',
+          alg,
+          target: t.name,
+          tokensPerSec: Math.round((a.completed / durationMs) * 1000),
+          sliceTokensPerSec: a.slices.map((x) => Math.round(x)),
+          p50Ms: round(quantile(closed, 0.5)),
+          p99Ms: round(quantile(closed, 0.99)),
+          halfLoadRate: Math.round(a.rate),
+          halfLoadP50Ms: round(quantile(open, 0.5)),
+          halfLoadP99Ms: round(quantile(open, 0.99)),
+          cpuUsPerToken: Math.round(a.cpuUs / Math.max(1, a.completed)),
+          errors: a.errors,
+          concurrency,
+          durationMs,
+        });
+      }
+    }
+    // Every token the generator got from Tessera was recorded (jti, run, audience, expiry): nothing skipped.
+    const recorded = (await issuedCount(tessera.url)) - before;
+    if (recorded !== tesseraOk) throw new Error(`tessera recorded ${recorded} issuances but answered ${tesseraOk} tokens`);
+  } finally {
+    cleanups.delete(cleanup);
+    await cleanup();
+  }
+  return rows;
+}
+
+/** Throughput ratio a / b: the median over rounds of the ratio of adjacent slices (robust to bursts of outside load). */
+function sliceRatio(a: IssuanceBenchRow, b: IssuanceBenchRow): number {
+  const n = Math.min(a.sliceTokensPerSec.length, b.sliceTokensPerSec.length);
+  const ratios = Array.from({ length: n }, (_, i) => (a.sliceTokensPerSec[i] as number) / Math.max(1, b.sliceTokensPerSec[i] as number));
+  return n > 0 ? median(ratios) : a.tokensPerSec / Math.max(1, b.tokensPerSec);
+}
+
+/** The issue's goals, judged on the rows (throughput ratios: median of per-round slice ratios). */
+export function verdicts(rows: IssuanceBenchRow[]): { goal: string; value: string; met: boolean }[] {
+  const get = (target: TargetName, alg: Alg) => rows.find((r) => r.target === target && r.alg === alg);
+  const out: { goal: string; value: string; met: boolean }[] = [];
+  for (const alg of ['RS256', 'ES256'] as const) {
+    const t = get('tessera', alg);
+    const op = get('oidc-provider', alg);
+    if (t && op) {
+      const x = sliceRatio(t, op);
+      out.push({ goal: `${alg}: tessera ≥ 3× oidc-provider tokens/s`, value: `${x.toFixed(2)}×`, met: x >= 3 });
+    }
+  }
+  for (const alg of ['ES256', 'RS256'] as const) {
+    const t = get('tessera', alg);
+    const f = get('fastify', alg);
+    if (t && f) {
+      const x = sliceRatio(t, f);
+      out.push({
+        goal: `${alg}: tessera ≥ 80 % of the bare Fastify signer${alg === 'RS256' ? ' (the goal names ES256; for information)' : ''}`,
+        value: `${Math.round(x * 100)} %`,
+        met: x >= 0.8,
+      });
+    }
+  }
+  for (const alg of ['RS256', 'ES256'] as const) {
+    const r = get('tessera', alg);
+    if (r)
+      out.push({
+        goal: `${alg}: tessera p99 < 5 ms at half of peak`,
+        value: `${r.halfLoadP99Ms} ms at ${r.halfLoadRate}/s`,
+        met: r.halfLoadP99Ms < 5,
+      });
+  }
+  return out;
+}
+
+/** Prints rows as a small table, then the goals. */
+export function format(rows: IssuanceBenchRow[]): string {
+  const n = (x: number) => x.toLocaleString('en-US');
+  const first = rows[0];
+  const lines = [
+    `issuance  (closed loop: ${first?.concurrency ?? '?'} in flight, ${(first?.durationMs ?? 0) / 1000} s per target; open loop at half of each target's peak)`,
+    `alg    target          tokens/s   p50 ms   p99 ms  | half-load rate  p50 ms   p99 ms  | CPU µs/token`,
+  ];
+  for (const r of rows) {
+    lines.push(
+      `${r.alg}  ${r.target.padEnd(14)} ${n(r.tokensPerSec).padStart(9)} ${r.p50Ms.toFixed(2).padStart(8)} ${r.p99Ms.toFixed(2).padStart(8)}  | ${n(r.halfLoadRate).padStart(9)}/s ${r.halfLoadP50Ms.toFixed(2).padStart(8)} ${r.halfLoadP99Ms.toFixed(2).padStart(8)}  | ${String(r.cpuUsPerToken).padStart(7)}${r.errors ? `  (${r.errors} errors)` : ''}`,
+    );
+  }
+  for (const v of verdicts(rows)) lines.push(`goal  ${v.goal}: ${v.value}  ${v.met ? 'met' : 'MISSED'}`);
+  for (const alg of ['RS256', 'ES256'] as const) {
+    const f = rows.find((r) => r.target === 'fastify' && r.alg === alg);
+    const op = rows.find((r) => r.target === 'oidc-provider' && r.alg === alg);
+    // What the 3× goal is up against: no layer over a bare Fastify signer can beat the bare signer.
+    if (f && op) lines.push(`note  ${alg}: the bare Fastify signer itself is ${sliceRatio(f, op).toFixed(2)}× oidc-provider`);
+  }
+  return lines.join('\n');
+}
+
+/** The machine, as a line to print beside the figures (the load average matters on a shared machine). */
+export function machine(): string {
+  const load = loadavg().map((x) => x.toFixed(2));
+  return `machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}, node ${process.version}, load average ${load.join(' ')}`;
+}
+
+if (isMainThread && process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const abort = async (why: string, code: number) => {
+    process.stderr.write(`issuance bench: ${why}; stopping\n`);
+    await Promise.all([...cleanups].map((c) => c().catch(() => undefined)));
+    process.exit(code);
+  };
+  // Stop by ourselves whatever happens (a full run takes about 2 minutes).
+  setTimeout(() => void abort('time limit reached', 1), 10 * 60_000).unref();
+  process.once('SIGINT', () => void abort('interrupted', 130));
+  process.once('SIGTERM', () => void abort('terminated', 143));
+  process.stdout.write(`${machine()}\n`);
+  const rows = await run({ quick: process.argv.includes('--quick') });
+  process.stdout.write(`${format(rows)}\n${machine()} (after)\n`);
+}
