@@ -20,9 +20,9 @@ import { createApiClient, type DeploymentSpec } from '@tessera/core';
 import {
   createTestDatabase,
   createTestProject,
+  REPO_ROOT,
   type ReplicaOptions,
   type ReplicaProcess,
-  REPO_ROOT,
   startReplica,
   startTcpProxy,
   type TcpProxy,
@@ -95,7 +95,8 @@ describe.skipIf(testStore() !== 'postgres')(`two replicas and ${WORKERS} workers
     database = await createTestDatabase();
     direct = new pg.Client({ connectionString: database.url });
     await direct.connect();
-    const q = async <T extends pg.QueryResultRow>(text: string, values: unknown[] = []) => (await (direct as pg.Client).query<T>(text, values)).rows;
+    const q = async <T extends pg.QueryResultRow>(text: string, values: unknown[] = []) =>
+      (await (direct as pg.Client).query<T>(text, values)).rows;
 
     // PostgreSQL as the replicas see it: through a proxy the test can cut.
     const admin = new URL(testDatabaseUrl());
@@ -271,16 +272,31 @@ describe.skipIf(testStore() !== 'postgres')(`two replicas and ${WORKERS} workers
     log(`done: ${JSON.stringify(await counts())} in ${(elapsed / 1000).toFixed(0)} s`);
 
     // ── every run: exactly once ───────────────────────────────────────────────────────────────────
-    const runs = await q<{ id: string; state_type: string; state_message: string | null; attempt: number; deployment: string; expected: string }>(
+    const runs = await q<{
+      id: string;
+      state_type: string;
+      state_message: string | null;
+      attempt: number;
+      deployment: string;
+      expected: string;
+    }>(
       `select r.id, r.state_type, r.state_message, r.attempt, d.name as deployment, r.expected_start_time as expected
          from flow_runs r join deployments d on d.id = r.deployment_id`,
     );
-    const byDeployment = runs.reduce<Record<string, number>>((m, r) => ({ ...m, [r.deployment]: (m[r.deployment] ?? 0) + 1 }), {});
+    const byDeployment: Record<string, number> = {};
+    for (const r of runs) byDeployment[r.deployment] = (byDeployment[r.deployment] ?? 0) + 1;
     log(`runs by deployment: ${JSON.stringify(byDeployment)}`);
     expect(runs).toHaveLength(RUNS);
     const notCompleted = runs.filter((r) => r.state_type !== 'COMPLETED');
     if (notCompleted.length > 0) {
       log(`not completed: ${JSON.stringify(notCompleted.slice(0, 5))}`);
+      for (const r of notCompleted.slice(0, 3)) {
+        const history = await q(
+          'select id, attempt, type, name, timestamp, cause from flow_run_states where flow_run_id = $1 order by id',
+          [r.id],
+        );
+        log(`history of ${r.id} (${r.deployment}): ${JSON.stringify(history)}`);
+      }
       for (const w of workers) log(w.output().slice(-3000));
     }
     expect(notCompleted).toEqual([]);

@@ -210,10 +210,7 @@ describe.skipIf(!POSTGRES)('replicas on one PostgreSQL database', () => {
 
     it('scheduled rotation: the leader asks, each replica rotates its own keys once', async () => {
       clock = createFakeClock();
-      const [a, b] = (await startReplicas(2, { clock, keys: { prePublish: '10m', rotationInterval: '30d' } })) as [
-        TestServer,
-        TestServer,
-      ];
+      const [a, b] = (await startReplicas(2, { clock, keys: { prePublish: '10m', rotationInterval: '30d' } })) as [TestServer, TestServer];
       clock.advance(30 * 86_400_000);
       await a.tick(); // the leader: requests a rotation for both, applies its own
       await b.tick();

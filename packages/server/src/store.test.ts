@@ -103,10 +103,7 @@ describe('claims under concurrency', () => {
         created_at: now,
       })
       .execute();
-    await db
-      .insertInto('flows')
-      .values({ id: 'flow-claims', name: 'claims', created_at: now })
-      .execute();
+    await db.insertInto('flows').values({ id: 'flow-claims', name: 'claims', created_at: now }).execute();
     const ids = Array.from({ length: 120 }, (_, i) => `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`);
     for (const id of ids) {
       await db
@@ -301,10 +298,10 @@ describe('connection loss', () => {
       .catch((err: Error) => err);
     expect(e).toBeInstanceOf(Error);
     // The pool replaced the dead connection; the half-done insert was rolled back.
-    const rows = await waitFor(
-      async () => store.db.selectFrom('replicas').select('id').where('id', '=', 'half-done').execute(),
-      { timeoutMs: 10_000, what: 'the pool to reconnect' },
-    );
+    const rows = await waitFor(async () => store.db.selectFrom('replicas').select('id').where('id', '=', 'half-done').execute(), {
+      timeoutMs: 10_000,
+      what: 'the pool to reconnect',
+    });
     expect(rows).toEqual([]);
   });
 });

@@ -429,10 +429,13 @@ export class Worker {
       this.log.warn(`${slot.label}: cannot read its state (${errorMessage(e)}); reporting its end anyway`);
     }
     if (signal.aborted) return;
-    if (current && current.attempt !== slot.claimed.run.attempt) {
-      // This attempt ended on the server and another one runs now (it failed and was retried, e.g.
-      // after its final report's answer was lost): that attempt's state is not this process's to decide.
-      this.log.info(`${slot.label}: attempt ${slot.claimed.run.attempt} already ended; the run is on attempt ${current.attempt}`);
+    if (current && (current.attempt !== slot.claimed.run.attempt || current.state.type === 'SCHEDULED')) {
+      // This attempt already ended on the server: it failed and a retry is scheduled or running (its
+      // final report's answer may have been lost), or it was given back. The run's state now belongs
+      // to another attempt, not to this process.
+      this.log.info(
+        `${slot.label}: attempt ${slot.claimed.run.attempt} already ended (the run is ${current.state.name}, attempt ${current.attempt})`,
+      );
       this.emit({ type: 'reported', runId, outcome: 'already-final', state: null });
       return;
     }
@@ -453,10 +456,9 @@ export class Worker {
     const type = body.state.type;
     if (type === 'CRASHED') this.emit({ type: 'crashed', runId, message: body.state.message ?? '' });
     try {
-      const answer = await retrying(
-        withCredential((c) => c.proposeState(runId, body)),
-        retryOptions(`report it ${type}`),
-      );
+      // With the run credential only: once it is revoked the attempt has ended on the server, and a
+      // report through the worker's own client could land on the next attempt.
+      const answer = await retrying(() => runClient.proposeState(runId, body), retryOptions(`report it ${type}`));
       const state = answer.run?.state?.type ?? null;
       if (answer.status === 'ACCEPT') {
         this.log.info(`${slot.label} reported ${type}${outage ? ' after the server came back' : ''}`);
@@ -468,6 +470,11 @@ export class Worker {
     } catch (e) {
       if (signal.aborted) return;
       const message = errorMessage(e);
+      if (e instanceof TesseraError && e.code === 'ERR_CREDENTIAL_REVOKED') {
+        this.log.info(`${slot.label}: not reported ${type}, its attempt already ended on the server (${message})`);
+        this.emit({ type: 'reported', runId, outcome: 'already-final', state: null });
+        return;
+      }
       if (e instanceof TesseraError && e.status === 409) {
         this.log.info(`${slot.label}: not reported ${type}, someone else already decided its state (${message})`);
         this.emit({ type: 'reported', runId, outcome: 'conflict', state: null, message });

@@ -1,8 +1,8 @@
 import type { ClaimedRun, DeploymentIdentity, TokenFilesSpec, WorkerPollRequest, WorkerPollResponse } from '@tessera/core';
 import { DEFAULT_AZURE_TOKEN_FILE_LIFETIME_MS, TesseraError } from '@tessera/core';
-import type { Transaction } from 'kysely';
+import type { Kysely, Transaction } from 'kysely';
 import { iso } from '../lib/clock.js';
-import { fromJson } from '../lib/json.js';
+import { fromJson, toJson } from '../lib/json.js';
 import { type FlowRunRow, toFlowRun } from '../store/rows.js';
 import type { Database } from '../store/schema.js';
 import type { ServiceContext } from './context.js';
@@ -12,11 +12,16 @@ import { DEFAULT_MAX_TOKEN_LIFETIME_MS } from './tokens.js';
 
 const ACTIVE_STATES = ['PENDING', 'RUNNING', 'CANCELLING'];
 
+type Db = Kysely<Database> | Transaction<Database>;
+
 /**
  * The worker's long poll: heartbeat, cancellations, lost-claim repair and claims in one request.
  * A due run is claimed as soon as it becomes due (wake-ups), not at the next polling interval.
  */
 export class ClaimService {
+  /** When this replica last looked for each worker's lost runs (see `reconcile`). */
+  private readonly lostCheckedAt = new Map<string, number>();
+
   constructor(
     private readonly ctx: ServiceContext,
     private readonly runs: RunService,
@@ -31,24 +36,34 @@ export class ClaimService {
         `work pool "${poolName}" does not exist; create it with \`tessera pools create ${poolName}\``,
       );
     const waitMs = Math.min(Math.max(req.waitMs ?? 10_000, 0), this.ctx.settings.maxPollWaitMs);
-    const deadline = this.ctx.clock.now() + waitMs;
-    await this.heartbeat(pool.id, req);
+    const started = this.ctx.clock.now();
+    const deadline = started + waitMs;
+    const poolKey = `pool:${pool.id}`;
+    // A poll that may claim heartbeats inside its first claim's transaction: one commit, not two.
+    if (req.capacity <= 0) await this.heartbeat(pool.id, req);
+    let housekeeping = { cancel: [] as string[], forget: [] as string[] };
+    // What woke the poll: a run became due in the pool (only claims can change), or anything else.
+    let woken: string | null = null;
+    let first = true;
     for (;;) {
-      const [housekeeping, runs] = [await this.reconcile(req), req.capacity > 0 ? await this.claim(pool.id, req) : []];
+      if (woken !== poolKey) housekeeping = await this.reconcile(req);
+      const runs = req.capacity > 0 ? await this.claim(pool, req, first) : [];
+      first = false;
       const now = this.ctx.clock.now();
       if (runs.length > 0 || housekeeping.cancel.length > 0 || housekeeping.forget.length > 0 || now >= deadline || signal?.aborted) {
-        await this.heartbeat(pool.id, req);
+        // The heartbeat at the start is fresh unless the poll was held open a while.
+        if (now - started >= 1_000) await this.heartbeat(pool.id, req);
         return { runs, ...housekeeping };
       }
       const nextDue = req.capacity > 0 ? await this.nextDueTime(pool.id) : null;
       const until = Math.min(deadline, nextDue ?? Number.POSITIVE_INFINITY);
-      await this.ctx.wakeups.wait([`pool:${pool.id}`, `worker:${req.workerId}`], until - now + 5, signal);
+      woken = await this.ctx.wakeups.wait([poolKey, `worker:${req.workerId}`], until - now + 5, signal);
     }
   }
 
-  private async heartbeat(poolId: string, req: WorkerPollRequest): Promise<void> {
+  private async heartbeat(poolId: string, req: WorkerPollRequest, db: Db = this.ctx.db): Promise<void> {
     const now = iso(this.ctx.clock.now());
-    await this.ctx.db
+    await db
       .insertInto('workers')
       .values({ id: req.workerId, name: req.workerName, pool_id: poolId, last_heartbeat_at: now, created_at: now })
       .onConflict((oc) => oc.column('id').doUpdateSet({ last_heartbeat_at: now, name: req.workerName }))
@@ -80,7 +95,16 @@ export class ClaimService {
         else if (r.state_type === 'CANCELLING') cancel.push(id);
       }
     }
-    const lostBefore = iso(this.ctx.clock.now() - this.ctx.settings.lostClaimAfterMs);
+    // Runs this worker lost track of can only be older than lostClaimAfterMs: looking for them a few
+    // times per such period is enough, and spares a query on most polls of a busy worker.
+    const now = this.ctx.clock.now();
+    const lastLookedAt = this.lostCheckedAt.get(req.workerId);
+    if (lastLookedAt !== undefined && now - lastLookedAt < Math.min(this.ctx.settings.lostClaimAfterMs / 5, 5_000)) {
+      return { cancel, forget };
+    }
+    this.lostCheckedAt.set(req.workerId, now);
+    if (this.lostCheckedAt.size > 10_000) this.lostCheckedAt.clear();
+    const lostBefore = iso(now - this.ctx.settings.lostClaimAfterMs);
     let lost = this.ctx.db
       .selectFrom('flow_runs')
       .select(['id', 'state_type'])
@@ -130,13 +154,20 @@ export class ClaimService {
     return row?.next ? Date.parse(row.next as string) : null;
   }
 
-  /** Claims up to `capacity` due runs of the pool, honouring pool, queue and deployment concurrency limits. */
-  async claim(poolId: string, req: WorkerPollRequest): Promise<ClaimedRun[]> {
-    const claimed: { id: string; credential: string }[] = [];
+  /**
+   * Claims up to `capacity` due runs of the pool `given` unless it is paused, honouring pool, queue
+   * and deployment concurrency limits, in one transaction whose statements do not grow with the
+   * number of runs: candidates are locked (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so concurrent
+   * claimers on any replica take different runs without waiting), then moved to Pending, their
+   * history written and their credentials issued in one statement each. With `heartbeat`, the
+   * worker's heartbeat is recorded in the same transaction (the first claim of a poll).
+   */
+  async claim(given: { id: string; paused: number }, req: WorkerPollRequest, heartbeat = false): Promise<ClaimedRun[]> {
+    const poolId = given.id;
+    const claimed: { row: ClaimRow; credential: string }[] = [];
     await this.ctx.db.transaction().execute(async (trx) => {
-      const pool = await trx.selectFrom('work_pools').selectAll().where('id', '=', poolId).executeTakeFirstOrThrow();
-      if (pool.paused) return;
-      let budget = req.capacity;
+      if (heartbeat) await this.heartbeat(poolId, req, trx);
+      if (heartbeat && given.paused) return;
       const activeCount = async (column: 'work_pool_id' | 'deployment_id', value: string) => {
         const r = await trx
           .selectFrom('flow_runs')
@@ -146,33 +177,59 @@ export class ClaimService {
           .executeTakeFirstOrThrow();
         return Number(r.n);
       };
-      if (pool.concurrency_limit !== null) budget = Math.min(budget, pool.concurrency_limit - (await activeCount('work_pool_id', poolId)));
-      if (budget <= 0) return;
       const now = this.ctx.clock.now();
-      const candidates = await this.ctx.dialect
+      // Everything the claim and its answer need comes with the candidates (the pool's state, names,
+      // the deployment's entrypoint, the limits), so that the claim's statements do not grow with
+      // the runs it takes. Only the runs' rows are locked, not the pool's, deployments' or flows'.
+      const candidates = (await this.ctx.dialect
         .lockForClaim(
           trx
-            .selectFrom('flow_runs')
-            .selectAll()
-            .where('work_pool_id', '=', poolId)
-            .where('state_type', '=', 'SCHEDULED')
-            .where('next_scheduled_start_time', '<=', iso(now))
-            .orderBy('priority')
-            .orderBy('next_scheduled_start_time')
-            .limit(budget * 4),
+            .selectFrom('flow_runs as r')
+            .innerJoin('work_pools as p', 'p.id', 'r.work_pool_id')
+            .innerJoin('flows as f', 'f.id', 'r.flow_id')
+            .leftJoin('deployments as d', 'd.id', 'r.deployment_id')
+            .selectAll('r')
+            .select([
+              'p.name as pool_name',
+              'p.concurrency_limit as pool_limit',
+              'f.name as flow_name',
+              'd.name as deployment_name',
+              'd.entrypoint as entrypoint',
+              'd.path as path',
+              'd.env as env',
+              'd.identity as identity',
+              'd.concurrency_limit as deployment_limit',
+            ])
+            .select((eb) =>
+              eb
+                .selectFrom('work_queues as q')
+                .select('q.concurrency_limit')
+                .whereRef('q.pool_id', '=', 'r.work_pool_id')
+                .whereRef('q.name', '=', 'r.work_queue')
+                .as('queue_limit'),
+            )
+            .where('r.work_pool_id', '=', poolId)
+            .where('p.paused', '=', 0)
+            .where('r.state_type', '=', 'SCHEDULED')
+            .where('r.next_scheduled_start_time', '<=', iso(now))
+            .orderBy('r.priority')
+            .orderBy('r.next_scheduled_start_time')
+            .limit(req.capacity * 4),
+          'r',
         )
-        .execute();
+        .execute()) as ClaimRow[];
+      if (candidates.length === 0) return;
+      let budget = req.capacity;
+      const poolLimit = (candidates[0] as ClaimRow).pool_limit;
+      if (poolLimit !== null) budget = Math.min(budget, poolLimit - (await activeCount('work_pool_id', poolId)));
+      if (budget <= 0) return;
       const deploymentActive = new Map<string, number>();
       const queueActive = new Map<string, number>();
-      const limits = await this.limitsFor(
-        trx,
-        poolId,
-        candidates.map((c) => c.deployment_id).filter((d): d is string => d !== null),
-      );
+      const chosen: ClaimRow[] = [];
       for (const run of candidates) {
-        if (budget <= 0) break;
+        if (chosen.length >= budget) break;
         if (run.deployment_id) {
-          const limit = limits.deployments.get(run.deployment_id);
+          const limit = run.deployment_limit;
           if (limit !== undefined && limit !== null) {
             const active = deploymentActive.get(run.deployment_id) ?? (await activeCount('deployment_id', run.deployment_id));
             if (active >= limit) continue;
@@ -180,7 +237,7 @@ export class ClaimService {
           }
         }
         if (run.work_queue) {
-          const qlimit = limits.queues.get(run.work_queue);
+          const qlimit = run.queue_limit;
           if (qlimit !== undefined && qlimit !== null) {
             const active =
               queueActive.get(run.work_queue) ??
@@ -199,68 +256,97 @@ export class ClaimService {
             queueActive.set(run.work_queue, active + 1);
           }
         }
-        const attempt = run.attempt + 1;
-        const ok = await this.runs.writeTransition(
-          trx,
-          run,
-          { type: 'PENDING', name: 'Pending', message: null },
-          { kind: 'worker', id: req.workerId, label: req.workerName },
-          { attempt, worker_id: req.workerId, claimed_at: iso(now), next_scheduled_start_time: null },
-        );
-        if (!ok) continue;
-        const credential = await this.credentials.issue(trx, run.id, attempt, req.workerId);
-        claimed.push({ id: run.id, credential });
-        budget--;
+        chosen.push(run);
       }
+      if (chosen.length === 0) return;
+      const at = iso(now);
+      // The rows are locked by this transaction (PostgreSQL) or this is the only writer (SQLite):
+      // the state guard is what a compare-and-set needs here.
+      const moved = await trx
+        .updateTable('flow_runs')
+        .set((eb) => ({
+          state_type: 'PENDING',
+          state_name: 'Pending',
+          state_message: null,
+          state_timestamp: at,
+          updated_at: at,
+          attempt: eb('attempt', '+', 1),
+          worker_id: req.workerId,
+          claimed_at: at,
+          next_scheduled_start_time: null,
+        }))
+        .where(
+          'id',
+          'in',
+          chosen.map((c) => c.id),
+        )
+        .where('state_type', '=', 'SCHEDULED')
+        .returning(['id', 'attempt'])
+        .execute();
+      if (moved.length === 0) return;
+      const cause = toJson({ kind: 'worker', id: req.workerId, label: req.workerName });
+      await trx
+        .insertInto('flow_run_states')
+        .values(
+          moved.map((m) => ({
+            flow_run_id: m.id,
+            attempt: m.attempt,
+            type: 'PENDING',
+            name: 'Pending',
+            message: null,
+            timestamp: at,
+            cause,
+          })),
+        )
+        .execute();
+      const credentials = await this.credentials.issueMany(
+        trx,
+        moved.map((m) => ({ runId: m.id, attempt: m.attempt, workerId: req.workerId })),
+      );
+      const byId = new Map(chosen.map((c) => [c.id, c]));
+      moved.forEach((m, i) => {
+        const before = byId.get(m.id) as ClaimRow;
+        // The row as the update left it, without reading it again.
+        const row: ClaimRow = {
+          ...before,
+          state_type: 'PENDING',
+          state_name: 'Pending',
+          state_message: null,
+          state_timestamp: at,
+          updated_at: at,
+          attempt: m.attempt,
+          worker_id: req.workerId,
+          claimed_at: at,
+          next_scheduled_start_time: null,
+          worker_name: req.workerName,
+        };
+        claimed.push({ row, credential: credentials[i] as string });
+      });
     });
-    if (claimed.length === 0) return [];
-    const rows = (await this.runs
-      .selectRuns()
-      .where(
-        'r.id',
-        'in',
-        claimed.map((c) => c.id),
-      )
-      .execute()) as FlowRunRow[];
-    const deployments = await this.ctx.db
-      .selectFrom('deployments')
-      .select(['id', 'entrypoint', 'path', 'env', 'identity'])
-      .where(
-        'id',
-        'in',
-        rows
-          .map((r) => r.deployment_id ?? '')
-          .filter(Boolean)
-          .concat(['']),
-      )
-      .execute();
-    const depById = new Map(deployments.map((d) => [d.id, d]));
-    return claimed.map(({ id, credential }) => {
-      const row = rows.find((r) => r.id === id) as FlowRunRow;
-      const dep = row.deployment_id ? depById.get(row.deployment_id) : undefined;
-      const tokenFiles = compileTokenFiles(fromJson<Partial<DeploymentIdentity>>(dep?.identity, {}));
+    return claimed.map(({ row, credential }) => {
+      const tokenFiles = compileTokenFiles(fromJson<Partial<DeploymentIdentity>>(row.identity, {}));
       return {
         run: toFlowRun(row),
         credential,
-        entrypoint: dep?.entrypoint ?? '',
-        path: dep?.path ?? '',
-        env: fromJson<Record<string, string>>(dep?.env, {}),
+        entrypoint: row.entrypoint ?? '',
+        path: row.path ?? '',
+        env: fromJson<Record<string, string>>(row.env, {}),
         ...(tokenFiles ? { tokenFiles } : {}),
       };
     });
   }
-
-  private async limitsFor(trx: Transaction<Database>, poolId: string, deploymentIds: string[]) {
-    const deps = deploymentIds.length
-      ? await trx.selectFrom('deployments').select(['id', 'concurrency_limit']).where('id', 'in', deploymentIds).execute()
-      : [];
-    const queues = await trx.selectFrom('work_queues').select(['name', 'concurrency_limit']).where('pool_id', '=', poolId).execute();
-    return {
-      deployments: new Map<string, number | null>(deps.map((d) => [d.id, d.concurrency_limit])),
-      queues: new Map<string, number | null>(queues.map((q) => [q.name, q.concurrency_limit])),
-    };
-  }
 }
+
+/** A claim candidate: the run row with the names and deployment fields its claim answer needs. */
+type ClaimRow = FlowRunRow & {
+  entrypoint: string | null;
+  path: string | null;
+  env: string | null;
+  identity: string | null;
+  pool_limit: number | null;
+  deployment_limit: number | null;
+  queue_limit: number | null;
+};
 
 /** The token files a worker must project for a deployment, with the Azure lifetime default applied; none: `undefined`. */
 function compileTokenFiles(identity: Partial<DeploymentIdentity>): TokenFilesSpec | undefined {

@@ -44,6 +44,27 @@ export class CredentialService {
     return secret;
   }
 
+  /** Issues credentials for several claimed attempts in one statement; returns the secrets in order. */
+  async issueMany(db: Db, items: { runId: string; attempt: number; workerId: string | null }[]): Promise<string[]> {
+    if (items.length === 0) return [];
+    const now = iso(this.ctx.clock.now());
+    const secrets = items.map(() => RUN_CREDENTIAL_PREFIX + randomBytes(32).toString('base64url'));
+    await db
+      .insertInto('run_credentials')
+      .values(
+        items.map((it, i) => ({
+          hash: hashCredential(secrets[i] as string),
+          flow_run_id: it.runId,
+          attempt: it.attempt,
+          worker_id: it.workerId,
+          created_at: now,
+          revoked_at: null,
+        })),
+      )
+      .execute();
+    return secrets;
+  }
+
   /**
    * Checks a presented credential.
    * @throws TesseraError `ERR_CREDENTIAL_INVALID` (unknown) or `ERR_CREDENTIAL_REVOKED` (run ended).

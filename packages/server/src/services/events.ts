@@ -30,10 +30,7 @@ export class Wakeups {
 
   /** Connects the cross-replica bus. Local delivery stays immediate; the bus adds the others. */
   async attach(bus: WakeupBus): Promise<void> {
-    await bus.subscribe((key) => {
-      if (key !== WAKE_ALL) this.emitter.emit(key);
-      else for (const name of this.emitter.eventNames()) this.emitter.emit(name);
-    });
+    await bus.subscribe((key) => this.emitter.emit(key));
     this.bus = bus;
   }
 
@@ -60,18 +57,23 @@ export class Wakeups {
     this.bus?.publish(key);
   }
 
-  /** Resolves when either key fires, after `ms`, or when `signal` aborts. */
-  wait(keys: string[], ms: number, signal?: AbortSignal): Promise<void> {
+  /**
+   * Resolves when one of `keys` fires (with that key), or with `null` after `ms`, when `signal`
+   * aborts, or when the bus may have missed wake-ups ({@link WAKE_ALL}): then anything may have changed.
+   */
+  wait(keys: string[], ms: number, signal?: AbortSignal): Promise<string | null> {
     return new Promise((resolve) => {
-      const done = () => {
+      const listeners = [...keys.map((k) => [k, () => done(k)] as const), [WAKE_ALL, () => done(null)] as const];
+      const done = (key: string | null) => {
         clearTimeout(timer);
-        for (const k of keys) this.emitter.off(k, done);
-        signal?.removeEventListener('abort', done);
-        resolve();
+        for (const [k, fn] of listeners) this.emitter.off(k, fn);
+        signal?.removeEventListener('abort', onAbort);
+        resolve(key);
       };
-      const timer = setTimeout(done, Math.max(0, ms));
-      for (const k of keys) this.emitter.once(k, done);
-      signal?.addEventListener('abort', done, { once: true });
+      const onAbort = () => done(null);
+      const timer = setTimeout(onAbort, Math.max(0, ms));
+      for (const [k, fn] of listeners) this.emitter.once(k, fn);
+      signal?.addEventListener('abort', onAbort, { once: true });
     });
   }
 }

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import {
   type Duration,
   type KeyRotationSettings,
@@ -23,7 +24,6 @@ import {
   type SigningKey,
   writeKeyFile,
 } from '@tessera/identity';
-import { randomUUID } from 'node:crypto';
 import type { JWK } from 'jose';
 import { iso } from '../lib/clock.js';
 import { fromJson, toJson } from '../lib/json.js';
@@ -391,11 +391,7 @@ export class KeyManager {
           eb(
             'replica_id',
             'not in',
-            eb
-              .selectFrom('replicas')
-              .select('id')
-              .where('stopped_at', 'is', null)
-              .where('last_seen_at', '>=', cutoff),
+            eb.selectFrom('replicas').select('id').where('stopped_at', 'is', null).where('last_seen_at', '>=', cutoff),
           ),
         ]),
       );

@@ -42,7 +42,14 @@ export class ReplicaRegistry {
   /** Tells the others this replica is alive (writing its row again if it was pruned meanwhile). */
   async heartbeat(): Promise<void> {
     const now = iso(this.ctx.clock.now());
-    const values = { url: this.url, host: hostname(), pid: process.pid, started_at: this.startedAt || now, last_seen_at: now, stopped_at: null };
+    const values = {
+      url: this.url,
+      host: hostname(),
+      pid: process.pid,
+      started_at: this.startedAt || now,
+      last_seen_at: now,
+      stopped_at: null,
+    };
     await this.ctx.db
       .insertInto('replicas')
       .values({ id: this.id, ...values })

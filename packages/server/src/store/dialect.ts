@@ -16,13 +16,19 @@ import type { Database } from './schema.js';
 /** A column type as Kysely's schema builder takes it. */
 type ColumnType = Parameters<ReturnType<Kysely<unknown>['schema']['createTable']>['addColumn']>[1];
 
+/** What differs between the databases, for the few places where SQL must (see {@link openStore}). */
 export interface StoreDialect {
   readonly name: 'sqlite' | 'postgres';
   readonly autoIncrementType: ColumnType;
   autoIncrementColumn(c: ColumnDefinitionBuilder): ColumnDefinitionBuilder;
-  /** Adds `FOR UPDATE SKIP LOCKED` where the database has it (claims); SQLite serialises writers instead. */
+  /**
+   * Adds `FOR UPDATE [OF of] SKIP LOCKED` where the database has it (claims): concurrent claimers on
+   * any replica take different rows without waiting for each other. Name the claimed table's alias in
+   * `of` when the query joins others, so that only its rows are locked. SQLite has one writer at a
+   * time, so a claim's transaction already excludes every other.
+   */
   // biome-ignore lint/suspicious/noExplicitAny: generic over any select
-  lockForClaim<QB extends SelectQueryBuilder<Database, any, any>>(qb: QB): QB;
+  lockForClaim<QB extends SelectQueryBuilder<Database, any, any>>(qb: QB, of?: string): QB;
 }
 
 const sqliteDialect: StoreDialect = {
@@ -36,7 +42,7 @@ const postgresDialect: StoreDialect = {
   name: 'postgres',
   autoIncrementType: 'bigserial',
   autoIncrementColumn: (c) => c,
-  lockForClaim: (qb) => qb.forUpdate().skipLocked() as typeof qb,
+  lockForClaim: (qb, of) => qb.forUpdate(of as never).skipLocked() as typeof qb,
 };
 
 /**
@@ -55,6 +61,7 @@ export interface Lease {
   close(): Promise<void>;
 }
 
+/** An open database: the Kysely instance, its dialect, and the replica coordination it offers. */
 export interface OpenedStore {
   db: Kysely<Database>;
   dialect: StoreDialect;

@@ -75,7 +75,9 @@ export function createPgLease(url: string, options: PgLeaseOptions): Lease {
     c.on('end', () => drop(c));
     await c.connect();
     // PostgreSQL's side of the connection: notice a vanished holder in ~11 s, not 2 h (see docs/operations.md).
-    await c.query('set tcp_keepalives_idle = 5; set tcp_keepalives_interval = 2; set tcp_keepalives_count = 3; set tcp_user_timeout = 10000');
+    await c.query(
+      'set tcp_keepalives_idle = 5; set tcp_keepalives_interval = 2; set tcp_keepalives_count = 3; set tcp_user_timeout = 10000',
+    );
     return c;
   };
 
@@ -123,8 +125,3 @@ export function createPgLease(url: string, options: PgLeaseOptions): Lease {
     },
   };
 }
-
-/** The SQL an operator runs to see which replica holds a singleton lock (docs/operations.md). */
-export const LEASE_HOLDER_SQL = `select a.application_name, a.client_addr, a.backend_start
-  from pg_locks l join pg_stat_activity a on a.pid = l.pid
- where l.locktype = 'advisory' and l.classid = ${LOCK_CLASS} and l.granted`;
