@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { exportJWK, generateKeyPair, type JWK } from 'jose';
-import Provider, { type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import type Provider from 'oidc-provider';
+import type { Configuration, KoaContextWithOIDC } from 'oidc-provider';
 
 /** A person known to the test IdP. */
 export interface TestIdpUser {
@@ -74,6 +75,8 @@ async function readForm(req: IncomingMessage): Promise<URLSearchParams> {
  * granted without asking, as for first-party apps). Tests drive it over HTTP like a browser.
  */
 export async function startTestIdp(options: TestIdpOptions): Promise<TestIdp> {
+  // Loaded here, not at the top: every test importing @tessera/testing would otherwise pay for it.
+  const { default: ProviderClass } = await import('oidc-provider');
   const users = [...(options.users ?? TEST_IDP_USERS)];
   const { privateKey } = await generateKeyPair('RS256', { extractable: true });
   const signingJwk = { ...(await exportJWK(privateKey)), kid: 'test-idp-1', alg: 'RS256', use: 'sig' };
@@ -167,7 +170,7 @@ export async function startTestIdp(options: TestIdpOptions): Promise<TestIdp> {
         ctx.body = out;
       },
     };
-    return new Provider(issuer, configuration);
+    return new ProviderClass(issuer, configuration);
   };
 
   async function handleInteraction(p: Provider, req: IncomingMessage, res: ServerResponse): Promise<void> {
