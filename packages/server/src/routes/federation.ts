@@ -1,12 +1,11 @@
 import { type CreateJoinTokenResponse, type Duration, type PutTrustPolicyRequest, parseDuration } from '@tessera/core';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { causeOfPrincipal } from '../auth/principal.js';
 import { OAuthError } from '../services/federation.js';
 import type { Services } from '../services/index.js';
-import { route } from './route.js';
+import { endpointUrls, registerFormParser, route } from './route.js';
 
-const FORM = 'application/x-www-form-urlencoded';
 /** The OAuth token endpoint (RFC 6749 §3.2): token exchange (RFC 8693) and JWT bearer (RFC 7523). */
 export const OAUTH_TOKEN_PATH = '/oauth/token';
 
@@ -42,23 +41,6 @@ const joinWorker = z
   })
   .strict();
 
-/** Form bodies parse to an object of strings; a repeated parameter becomes an array (refused later). */
-function registerFormParser(app: FastifyInstance): void {
-  if (app.hasContentTypeParser(FORM)) return;
-  app.addContentTypeParser(FORM, { parseAs: 'string' }, (_req, body, done) => {
-    const out: Record<string, string | string[]> = {};
-    for (const [k, v] of new URLSearchParams(body as string)) {
-      const prev = out[k];
-      out[k] = prev === undefined ? v : [...(Array.isArray(prev) ? prev : [prev]), v];
-    }
-    done(null, out);
-  });
-}
-
-function tokenEndpointUrls(s: Services, request: FastifyRequest): string[] {
-  return [`${s.issuer().replace(/\/+$/, '')}${OAUTH_TOKEN_PATH}`, `${request.protocol}://${request.host}${OAUTH_TOKEN_PATH}`];
-}
-
 /**
  * Machines and workers: the OAuth token endpoint, trust policies, workers' join tokens and
  * identities, and the audit log. See docs/security.md.
@@ -78,7 +60,7 @@ export function registerFederationRoutes(app: FastifyInstance, s: Services): voi
       reply.header('pragma', 'no-cache');
       try {
         return await s.federation.token((request.body ?? {}) as Record<string, unknown>, {
-          urls: tokenEndpointUrls(s, request),
+          urls: endpointUrls(s.issuer(), request, OAUTH_TOKEN_PATH),
           ip: request.ip,
         });
       } catch (e) {

@@ -1,12 +1,11 @@
 import { type StateCause, SUB_TEMPLATE_KEYS, TesseraError } from '@tessera/core';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { causeOfPrincipal } from '../auth/principal.js';
 import type { Services } from '../services/index.js';
-import { type Principal, route } from './route.js';
+import { endpointUrls, type Principal, registerFormParser, route } from './route.js';
 import * as S from './schemas.js';
 
-const FORM = 'application/x-www-form-urlencoded';
 const TOKEN_PATH = '/api/identity/token';
 
 const workspaceIdentity = z
@@ -16,27 +15,6 @@ const revokeIdentity = z.object({ reason: z.string().max(1000).optional() }).str
 
 function causeOf(principal: Principal | null): StateCause {
   return causeOfPrincipal(principal);
-}
-
-/**
- * Form bodies (RFC 6749 §B, what RFC 7662 introspection requires) parse to an object of strings. A
- * parameter sent twice becomes an array, which every schema refuses: RFC 6749 §3.2 forbids repeats.
- */
-function registerFormParser(app: FastifyInstance): void {
-  if (app.hasContentTypeParser(FORM)) return;
-  app.addContentTypeParser(FORM, { parseAs: 'string' }, (_req, body, done) => {
-    const out: Record<string, string | string[]> = {};
-    for (const [k, v] of new URLSearchParams(body as string)) {
-      const prev = out[k];
-      out[k] = prev === undefined ? v : [...(Array.isArray(prev) ? prev : [prev]), v];
-    }
-    done(null, out);
-  });
-}
-
-/** The URLs a DPoP proof's `htu` may name: the token endpoint as discovery publishes it, and as this request reached us. */
-function tokenEndpointUrls(s: Services, request: FastifyRequest): string[] {
-  return [`${s.issuer().replace(/\/+$/, '')}${TOKEN_PATH}`, `${request.protocol}://${request.host}${TOKEN_PATH}`];
 }
 
 /**
@@ -69,7 +47,7 @@ export function registerIdentityRoutes(app: FastifyInstance, s: Services): void 
             ...(body.taskRunId ? { taskRunId: body.taskRunId } : {}),
             ...(body.taskName ? { taskName: body.taskName } : {}),
           },
-          header === undefined ? undefined : { proof: header, method: request.method, urls: tokenEndpointUrls(s, request) },
+          header === undefined ? undefined : { proof: header, method: request.method, urls: endpointUrls(s.issuer(), request, TOKEN_PATH) },
         );
       } catch (e) {
         const retry = e instanceof TesseraError && e.code === 'ERR_RATE_LIMITED' ? e.details?.retryAfterSeconds : undefined;
@@ -94,7 +72,7 @@ export function registerIdentityRoutes(app: FastifyInstance, s: Services): void 
         const repeated = Array.isArray(body.token);
         const message = repeated
           ? 'token: sent more than once; send exactly one token parameter (RFC 6749 §3.2)'
-          : `token: required. POST ${FORM} (or JSON) with token=<the JWT> (RFC 7662 §2.1)`;
+          : `token: required. POST application/x-www-form-urlencoded (or JSON) with token=<the JWT> (RFC 7662 §2.1)`;
         // RFC 6749 §5.2 error form, plus Tessera's code and message.
         reply.code(400).send({ error: 'invalid_request', error_description: message, code: 'ERR_VALIDATION', message });
         return reply;

@@ -200,3 +200,30 @@ export function errorBody(error: unknown): { status: number; body: ApiErrorBody 
     body: { error: 'InternalError', code: 'ERR_INTERNAL', message: 'internal server error; the server log has the details' },
   };
 }
+
+const FORM = 'application/x-www-form-urlencoded';
+
+/**
+ * Form bodies (RFC 6749 §B; what RFC 7662 introspection and the token endpoint take) parse to an
+ * object of strings. A parameter sent twice becomes an array, which every schema refuses: RFC 6749
+ * §3.2 forbids repeats. Registering twice is a no-op.
+ */
+export function registerFormParser(app: FastifyInstance): void {
+  if (app.hasContentTypeParser(FORM)) return;
+  app.addContentTypeParser(FORM, { parseAs: 'string' }, (_req, body, done) => {
+    const out: Record<string, string | string[]> = {};
+    for (const [k, v] of new URLSearchParams(body as string)) {
+      const prev = out[k];
+      out[k] = prev === undefined ? v : [...(Array.isArray(prev) ? prev : [prev]), v];
+    }
+    done(null, out);
+  });
+}
+
+/**
+ * The URLs a DPoP proof's `htu` may name for an endpoint at `path`: as discovery publishes it (under
+ * the issuer), and as this request reached us.
+ */
+export function endpointUrls(issuer: string, request: FastifyRequest, path: string): string[] {
+  return [`${issuer.replace(/\/+$/, '')}${path}`, `${request.protocol}://${request.host}${path}`];
+}
