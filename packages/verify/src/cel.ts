@@ -215,7 +215,8 @@ export function compileCel(expression: string, options: CompileCelOptions = {}):
 
 const DISABLED = new Set(['matches']);
 
-function findDisabledCall(root: ASTNode): string | undefined {
+/** Visits every `{ op, args }` node of a cel-js AST (iteratively: deep expressions cannot overflow the stack). */
+function walkAst(root: ASTNode, visit: (op: string, args: unknown) => void): void {
   const stack: unknown[] = [root];
   while (stack.length > 0) {
     const node = stack.pop();
@@ -225,32 +226,24 @@ function findDisabledCall(root: ASTNode): string | undefined {
     }
     if (!node || typeof node !== 'object' || !('op' in node)) continue;
     const { op, args } = node as { op: string; args: unknown };
-    if ((op === 'call' || op === 'rcall') && Array.isArray(args) && typeof args[0] === 'string') {
-      if (DISABLED.has(args[0])) return args[0];
-      stack.push(args.slice(1));
-    } else if (Array.isArray(args)) {
-      stack.push(args);
-    } else if (args && typeof args === 'object') {
-      stack.push(args);
-    }
+    visit(op, args);
+    if (args && typeof args === 'object') stack.push(args);
   }
-  return undefined;
+}
+
+function findDisabledCall(root: ASTNode): string | undefined {
+  let found: string | undefined;
+  walkAst(root, (op, args) => {
+    if ((op === 'call' || op === 'rcall') && Array.isArray(args) && typeof args[0] === 'string' && DISABLED.has(args[0])) found ??= args[0];
+  });
+  return found;
 }
 
 function collectIdentifiers(root: ASTNode): string[] {
   const out = new Set<string>();
-  const stack: unknown[] = [root];
-  while (stack.length > 0) {
-    const node = stack.pop();
-    if (Array.isArray(node)) {
-      for (const n of node) stack.push(n);
-      continue;
-    }
-    if (!node || typeof node !== 'object' || !('op' in node)) continue;
-    const { op, args } = node as { op: string; args: unknown };
+  walkAst(root, (op, args) => {
     if (op === 'id' && typeof args === 'string') out.add(args);
-    else if (args && typeof args === 'object') stack.push(args);
-  }
+  });
   return [...out];
 }
 
