@@ -116,8 +116,14 @@ describe('running flows end to end', () => {
       { timeoutMs: 20_000, what: 'a scheduled run to complete' },
     );
     expect(first.triggerKind).toBe('schedule');
-    const lateness = Date.parse(first.startTime as string) - Date.parse(first.expectedStartTime);
-    expect(lateness).toBeLessThan(5_000);
+    // "On time" is the orchestrator's part: the scheduler makes the slot due and a worker claims it
+    // (the Pending transition). How long the flow subprocess then takes to boot depends on machine
+    // load, which CI does not control, so Running is not the measure.
+    const history = (await server.client.getFlowRunStates(first.id)).items;
+    const claimed = history.find((s) => s.type === 'PENDING');
+    expect(claimed, 'the run has a Pending (claimed) entry').toBeDefined();
+    const lateness = Date.parse(claimed?.timestamp as string) - Date.parse(first.expectedStartTime);
+    expect(lateness).toBeLessThan(3_000);
     await server.client.putDeployment({
       name: 'every-2s',
       flowName: 'every-2s',

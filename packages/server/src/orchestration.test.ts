@@ -208,6 +208,27 @@ describe('orchestration rules (real server, SQLite)', () => {
   });
 });
 
+describe('long polls and runs due later', () => {
+  it('a poll already waiting claims a run created for later at its time, not at the end of the poll', async () => {
+    const server = await startTestServer({ backgroundServices: false });
+    try {
+      await server.client.createWorkPool({ name: 'default' });
+      await server.client.putDeployment(spec());
+      // The poll starts first and finds no run at all, so it would sleep for its whole 20 s.
+      const poll = server.client.poll('default', { workerId: randomUUID(), workerName: 'w', capacity: 1, running: [], waitMs: 20_000 });
+      await new Promise((r) => setTimeout(r, 200));
+      const due = Date.now() + 1_500;
+      await server.client.runDeployment('etl', { scheduledFor: new Date(due).toISOString() });
+      const res = await poll;
+      expect(res.runs).toHaveLength(1);
+      expect(Date.now()).toBeGreaterThanOrEqual(due);
+      expect(Date.now() - due).toBeLessThan(5_000);
+    } finally {
+      await server.close();
+    }
+  });
+});
+
 describe('deployments and parameters', () => {
   let server: TestServer;
   beforeEach(async () => {

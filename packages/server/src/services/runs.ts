@@ -172,7 +172,9 @@ export class RunService {
         cause: toJson(spec.triggeredBy),
       })
       .execute();
-    if (initial.type === 'SCHEDULED' && spec.workPoolId && spec.scheduledFor <= now) this.ctx.wakeups.poolChanged(spec.workPoolId);
+    // Wake the pool's long polls even for a run due later: a poll already waiting computed its
+    // wake-up time before this run existed, and would otherwise sleep through its slot.
+    if (initial.type === 'SCHEDULED' && spec.workPoolId) this.ctx.wakeups.poolChanged(spec.workPoolId);
     return { run: (await this.getRunRow(id, db)) as FlowRunRow, created: true };
   }
 
