@@ -14,6 +14,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { WAKE_ALL } from './services/events.js';
 import { type OpenedStore, openStore } from './store/dialect.js';
 import { migrateToLatest } from './store/migrate.js';
+import { prepared } from './store/prepared.js';
 
 const POSTGRES = testStore() === 'postgres';
 let database: TestDatabase | undefined;
@@ -59,6 +60,57 @@ afterAll(async () => {
   for (const s of opened.splice(0)) await s.destroy().catch(() => {});
   await database?.drop();
   rmSync(dir, { recursive: true, force: true });
+});
+
+describe('prepared queries and cached statements', () => {
+  const byName = prepared((db, p) =>
+    db.selectFrom('work_pools').select(['name', 'paused']).where('name', '=', p(0)).where('paused', '=', 0).orderBy('name').limit(5),
+  );
+
+  it('run with new arguments each time, constants of the builder kept, on this store', async () => {
+    const store = open();
+    const now = new Date().toISOString();
+    await store.db
+      .insertInto('work_pools')
+      .values(
+        ['pq-a', 'pq-b'].map((name, i) => ({
+          id: `pq-${i}-${Date.now()}`,
+          name,
+          description: null,
+          concurrency_limit: null,
+          paused: 0,
+          created_at: now,
+        })),
+      )
+      .execute();
+    expect(await byName.execute(store.db, ['pq-a'])).toEqual([{ name: 'pq-a', paused: 0 }]);
+    expect(await byName.first(store.db, ['pq-b'])).toEqual({ name: 'pq-b', paused: 0 });
+    expect(await byName.first(store.db, ['pq-none'])).toBeUndefined();
+    // Inside a transaction too (compiled afresh there).
+    await store.db.transaction().execute(async (trx) => {
+      expect(await byName.first(trx, ['pq-a'])).toEqual({ name: 'pq-a', paused: 0 });
+    });
+  });
+
+  it('refuse the wrong number of arguments and a p(i) that is not a whole parameter', async () => {
+    const store = open();
+    await expect(byName.execute(store.db, [])).rejects.toThrow('takes 1 argument(s), got 0');
+    const gap = prepared((db, p) => db.selectFrom('work_pools').select('name').where('name', '=', p(1)));
+    await expect(gap.execute(store.db, ['x', 'y'])).rejects.toThrow('every p(i) must be a whole parameter value');
+  });
+
+  it.runIf(!POSTGRES)('SQLite: more distinct statements than the cache holds all still answer right, a stream included', async () => {
+    const store = open();
+    for (let i = 0; i < 1_200; i++) {
+      const row = await sql<{ n: number }>`select ${sql.lit(i)} + ${i} as n`.execute(store.db);
+      expect(row.rows[0]?.n).toBe(2 * i);
+    }
+    const streamed: number[] = [];
+    for await (const r of store.db.selectNoFrom((eb) => eb.val(7).as('n')).stream()) streamed.push(Number(r.n));
+    expect(streamed).toEqual([7]);
+    // The same SQL again after eviction and after the stream: prepared anew or reused, same answer.
+    expect((await sql<{ n: number }>`select ${sql.lit(3)} + ${3} as n`.execute(store.db)).rows[0]?.n).toBe(6);
+  });
 });
 
 describe('migrations', () => {

@@ -2,6 +2,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { RUN_CREDENTIAL_PREFIX, TesseraError } from '@tessera/core';
 import type { Kysely, Transaction } from 'kysely';
 import { iso } from '../lib/clock.js';
+import { prepared } from '../store/prepared.js';
 import type { Database } from '../store/schema.js';
 import type { ServiceContext } from './context.js';
 
@@ -15,6 +16,9 @@ export interface RunCredentialPrincipal {
   /** Hash of the credential (safe to log). */
   hash: string;
 }
+
+/** Every request of a run looks its credential up: built and compiled once. */
+const CREDENTIAL_BY_HASH = prepared((db, p) => db.selectFrom('run_credentials').selectAll().where('hash', '=', p(0)));
 
 function hashCredential(credential: string): string {
   return createHash('sha256').update(credential).digest('hex');
@@ -71,7 +75,7 @@ export class CredentialService {
    */
   async authenticate(credential: string): Promise<RunCredentialPrincipal> {
     const hash = hashCredential(credential);
-    const row = await this.ctx.db.selectFrom('run_credentials').selectAll().where('hash', '=', hash).executeTakeFirst();
+    const row = await CREDENTIAL_BY_HASH.first(this.ctx.db, [hash]);
     // Constant-time compare of the looked-up hash is belt and braces: the lookup is by hash already.
     if (!row || !timingSafeEqual(Buffer.from(row.hash, 'hex'), Buffer.from(hash, 'hex'))) {
       throw new TesseraError('ERR_CREDENTIAL_INVALID', 'the run credential is not valid: it was never issued by this server');

@@ -20,6 +20,7 @@ import {
 import type { Insertable } from 'kysely';
 import { iso } from '../lib/clock.js';
 import { fromJson } from '../lib/json.js';
+import { type PreparedQuery, prepared } from '../store/prepared.js';
 import type { IssuedTokenTable } from '../store/schema.js';
 import type { ServiceContext } from './context.js';
 import type { RunCredentialPrincipal } from './credentials.js';
@@ -42,6 +43,41 @@ export interface DpopRequest {
   /** URLs the request may be addressed as (see {@link verifyDpopProof}). */
   urls: string[];
 }
+
+/**
+ * One read for everything a token request depends on: the run, its flow, deployment, pool and worker,
+ * whether its identity was revoked, and the workspace's sub template (hot path: one statement, built
+ * and compiled once).
+ */
+const RUN_FOR_TOKEN = prepared((db, p) =>
+  db
+    .selectFrom('flow_runs as r')
+    .innerJoin('flows as f', 'f.id', 'r.flow_id')
+    .leftJoin('deployments as d', 'd.id', 'r.deployment_id')
+    .leftJoin('work_pools as p', 'p.id', 'r.work_pool_id')
+    .leftJoin('workers as w', 'w.id', 'r.worker_id')
+    .leftJoin('identity_revocations as ir', 'ir.flow_run_id', 'r.id')
+    .leftJoin('workspace_settings as ws', (join) => join.on('ws.workspace', '=', WORKSPACE))
+    .select([
+      'r.id',
+      'r.attempt',
+      'r.state_type',
+      'r.trigger_kind',
+      'r.triggered_by',
+      'f.name as flow',
+      'd.id as deployment_id',
+      'd.name as deployment',
+      'd.environment',
+      'd.project',
+      'r.tags',
+      'd.identity',
+      'p.name as pool',
+      'w.name as worker',
+      'ir.revoked_at as identity_revoked_at',
+      'ws.identity as workspace_identity',
+    ])
+    .where('r.id', '=', p(0)),
+);
 
 /**
  * Issues run identity tokens: the caller is a live run credential whose run's identity is not
@@ -81,36 +117,7 @@ export class TokenService {
       );
     }
     this.rateLimit(principal.runId);
-    // One read for everything the request depends on: the run, its flow, deployment, pool and worker,
-    // whether its identity was revoked, and the workspace's sub template (hot path: one statement, not three).
-    const run = await this.ctx.db
-      .selectFrom('flow_runs as r')
-      .innerJoin('flows as f', 'f.id', 'r.flow_id')
-      .leftJoin('deployments as d', 'd.id', 'r.deployment_id')
-      .leftJoin('work_pools as p', 'p.id', 'r.work_pool_id')
-      .leftJoin('workers as w', 'w.id', 'r.worker_id')
-      .leftJoin('identity_revocations as ir', 'ir.flow_run_id', 'r.id')
-      .leftJoin('workspace_settings as ws', (join) => join.on('ws.workspace', '=', WORKSPACE))
-      .select([
-        'r.id',
-        'r.attempt',
-        'r.state_type',
-        'r.trigger_kind',
-        'r.triggered_by',
-        'f.name as flow',
-        'd.id as deployment_id',
-        'd.name as deployment',
-        'd.environment',
-        'd.project',
-        'r.tags',
-        'd.identity',
-        'p.name as pool',
-        'w.name as worker',
-        'ir.revoked_at as identity_revoked_at',
-        'ws.identity as workspace_identity',
-      ])
-      .where('r.id', '=', principal.runId)
-      .executeTakeFirst();
+    const run = await RUN_FOR_TOKEN.first(this.ctx.db, [principal.runId]);
     if (!run) throw new TesseraError('ERR_RUN_NOT_FOUND', `run ${principal.runId} no longer exists`);
     if (run.attempt !== principal.attempt) {
       throw new TesseraError(
@@ -296,10 +303,10 @@ export class TokenService {
       while (this.pendingRecords.length > 0) {
         const batch = this.pendingRecords.splice(0, RECORD_BATCH_MAX);
         try {
-          await this.ctx.db
-            .insertInto('issued_tokens')
-            .values(batch.map((b) => b.row))
-            .execute();
+          await insertRecords(batch.length).execute(
+            this.ctx.db,
+            batch.flatMap((b) => RECORD_COLUMNS.map((c) => b.row[c] ?? null)),
+          );
           for (const b of batch) b.resolve();
         } catch (batchError) {
           if (batch.length === 1) {
@@ -308,7 +315,10 @@ export class TokenService {
           }
           for (const b of batch) {
             try {
-              await this.ctx.db.insertInto('issued_tokens').values(b.row).execute();
+              await insertRecords(1).execute(
+                this.ctx.db,
+                RECORD_COLUMNS.map((c) => b.row[c] ?? null),
+              );
               b.resolve();
             } catch (e) {
               b.reject(e);
@@ -354,6 +364,41 @@ export class TokenService {
 
 /** Rows per INSERT of issuance records: 11 parameters each, well under every driver's limit. */
 const RECORD_BATCH_MAX = 256;
+
+/** The columns of an issuance record, in the order {@link insertRecords} takes them. */
+const RECORD_COLUMNS = [
+  'jti',
+  'flow_run_id',
+  'attempt',
+  'task_run_id',
+  'aud',
+  'sub',
+  'kid',
+  'issued_at',
+  'expires_at',
+  'revoked_at',
+  'cnf_jkt',
+] as const satisfies readonly (keyof IssuedTokenTable)[];
+
+const recordInserts = new Map<number, PreparedQuery<unknown>>();
+
+/** The INSERT of `n` issuance records (one prepared query per batch size seen). */
+function insertRecords(n: number): PreparedQuery<unknown> {
+  let q = recordInserts.get(n);
+  if (!q) {
+    q = prepared((db, p) =>
+      db
+        .insertInto('issued_tokens')
+        .values(
+          Array.from({ length: n }, (_, r) =>
+            Object.fromEntries(RECORD_COLUMNS.map((c, j) => [c, p(r * RECORD_COLUMNS.length + j)])),
+          ) as never,
+        ),
+    );
+    recordInserts.set(n, q);
+  }
+  return q;
+}
 
 /**
  * The workspace's `sub` template from its stored settings (the `identity` JSON of `workspace_settings`,

@@ -155,7 +155,7 @@ export function openStore(url: string, options: OpenStoreOptions = {}): OpenedSt
   database.pragma('synchronous = NORMAL');
   database.pragma('foreign_keys = ON');
   database.pragma('busy_timeout = 5000');
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(database) }) });
   return {
     db,
     dialect: sqliteDialect,
@@ -163,5 +163,37 @@ export function openStore(url: string, options: OpenStoreOptions = {}): OpenedSt
     createLease: () => localLease(),
     createWakeupBus: () => undefined,
     destroy: () => db.destroy(),
+  };
+}
+
+/** How many prepared statements {@link withStatementCache} keeps (distinct SQL texts; `IN` lists vary). */
+const STATEMENT_CACHE_SIZE = 500;
+
+/**
+ * The database as Kysely's SQLite driver sees it, with `prepare` cached by SQL text (least recently
+ * used first out). Kysely prepares every query afresh, and compiling a statement costs SQLite more
+ * than running it for the short lookups of the hot paths (credential check, token issuance). A
+ * cached statement is never used by two queries at once: the driver runs one query at a time on its
+ * single connection, streams included.
+ */
+function withStatementCache(database: import('better-sqlite3').Database): import('kysely').SqliteDatabase {
+  const cache = new Map<string, import('better-sqlite3').Statement>();
+  return {
+    close: () => {
+      cache.clear();
+      database.close();
+    },
+    prepare: (sql: string) => {
+      let stmt = cache.get(sql);
+      if (stmt) {
+        // Map order is insertion order: re-inserting marks it most recently used.
+        cache.delete(sql);
+      } else {
+        stmt = database.prepare(sql);
+        if (cache.size >= STATEMENT_CACHE_SIZE) cache.delete(cache.keys().next().value as string);
+      }
+      cache.set(sql, stmt);
+      return stmt as unknown as ReturnType<import('kysely').SqliteDatabase['prepare']>;
+    },
   };
 }
