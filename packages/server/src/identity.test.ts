@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
 import type { ApiClient, TesseraError } from '@tessera/core';
-import { startTestServer, type TestServer } from '@tessera/testing';
+import { createFakeClock, startTestServer, type TestServer } from '@tessera/testing';
 import { createVerifier, VerificationError } from '@tessera/verify';
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -152,6 +152,48 @@ print(json.dumps(claims))
         ),
       );
     expect(codes).toContain('ERR_RATE_LIMITED:429');
+  });
+});
+
+describe('the per-run rate limit', () => {
+  it('is a sliding minute: refused until the oldest request is 60 s old, with Retry-After counting down to it', async () => {
+    const clock = createFakeClock('2026-11-28T12:00:00Z');
+    const server = await startTestServer({ clock, backgroundServices: false, settings: { tokenRateLimitPerMinute: 5 } });
+    try {
+      await server.client.createWorkPool({ name: 'default' });
+      await server.client.putDeployment({
+        name: 'limited',
+        flowName: 'etl',
+        entrypoint: 'flows.ts:etl',
+        path: '/tmp',
+        workPool: 'default',
+        identity: { audiences: ['vault.internal'] },
+      });
+      const r = await server.client.runDeployment('limited');
+      const poll = await server.client.poll('default', { workerId: randomUUID(), workerName: 'w', capacity: 1, running: [], waitMs: 0 });
+      const as = server.client.withToken(poll.runs[0]?.credential);
+      await as.proposeState(r.id, { state: { type: 'RUNNING' } });
+      const ask = () =>
+        as.issueIdentityToken({ audience: 'vault.internal' }).then(
+          () => 'ok',
+          (e: TesseraError) => `${e.code}:${(e.details as { retryAfterSeconds?: number } | undefined)?.retryAfterSeconds}`,
+        );
+      // Two at 12:00:00, three at 12:00:20: the limit of 5 is reached.
+      expect([await ask(), await ask()]).toEqual(['ok', 'ok']);
+      clock.advance(20_000);
+      expect([await ask(), await ask(), await ask()]).toEqual(['ok', 'ok', 'ok']);
+      expect(await ask()).toBe('ERR_RATE_LIMITED:40');
+      clock.advance(39_000);
+      expect(await ask()).toBe('ERR_RATE_LIMITED:1');
+      // 12:01:00: the two oldest leave the window; two more fit, not three.
+      clock.advance(1_000);
+      expect([await ask(), await ask(), await ask()]).toEqual(['ok', 'ok', 'ERR_RATE_LIMITED:20']);
+      // 12:01:20: the three from 12:00:20 leave too.
+      clock.advance(20_000);
+      expect([await ask(), await ask(), await ask(), await ask()]).toEqual(['ok', 'ok', 'ok', 'ERR_RATE_LIMITED:40']);
+    } finally {
+      await server.close();
+    }
   });
 });
 

@@ -92,6 +92,44 @@ describe('prepared queries and cached statements', () => {
     });
   });
 
+  it('never run inside a transaction another caller holds open on the connection', async () => {
+    const store = open();
+    const now = new Date().toISOString();
+    let release!: () => void;
+    const held = new Promise<void>((r) => {
+      release = r;
+    });
+    let inserted!: () => void;
+    const insertedP = new Promise<void>((r) => {
+      inserted = r;
+    });
+    const trx = store.db
+      .transaction()
+      .execute(async (t) => {
+        await t
+          .insertInto('work_pools')
+          .values({
+            id: `pq-rb-${Date.now()}`,
+            name: 'pq-rolled-back',
+            description: null,
+            concurrency_limit: null,
+            paused: 0,
+            created_at: now,
+          })
+          .execute();
+        inserted();
+        await held;
+        throw new Error('roll back');
+      })
+      .catch(() => 'rolled back');
+    await insertedP;
+    // Issued while the transaction holds its uncommitted row: answered only after it rolled back.
+    const seen = byName.first(store.db, ['pq-rolled-back']);
+    release();
+    expect(await trx).toBe('rolled back');
+    expect(await seen).toBeUndefined();
+  });
+
   it('refuse the wrong number of arguments and a p(i) that is not a whole parameter', async () => {
     const store = open();
     await expect(byName.execute(store.db, [])).rejects.toThrow('takes 1 argument(s), got 0');

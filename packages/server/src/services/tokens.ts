@@ -87,7 +87,8 @@ const RUN_FOR_TOKEN = prepared((db, p) =>
  * thumbprint — never the token).
  */
 export class TokenService {
-  private readonly recent = new Map<string, number[]>();
+  /** Per run: the times of its requests in the last minute, oldest first, from index `head` on. */
+  private readonly recent = new Map<string, { times: number[]; head: number }>();
   /** Issuance records waiting for the next group commit (see {@link record}). */
   private pendingRecords: { row: Insertable<IssuedTokenTable>; resolve(): void; reject(e: unknown): void }[] = [];
   private recordFlushScheduled = false;
@@ -347,18 +348,27 @@ export class TokenService {
   private rateLimit(runId: string): void {
     const now = this.ctx.clock.now();
     const windowStart = now - 60_000;
-    const times = (this.recent.get(runId) ?? []).filter((t) => t > windowStart);
-    if (times.length >= this.ctx.settings.tokenRateLimitPerMinute) {
-      const retryAfterSeconds = Math.max(1, Math.ceil(((times[0] ?? now) + 60_000 - now) / 1000));
+    let w = this.recent.get(runId);
+    if (!w) {
+      w = { times: [], head: 0 };
+      this.recent.set(runId, w);
+    }
+    // Drop what left the window from the front (amortised O(1): no copy per request).
+    while (w.head < w.times.length && (w.times[w.head] as number) <= windowStart) w.head++;
+    if (w.head > 64 && w.head * 2 > w.times.length) {
+      w.times = w.times.slice(w.head);
+      w.head = 0;
+    }
+    if (w.times.length - w.head >= this.ctx.settings.tokenRateLimitPerMinute) {
+      const retryAfterSeconds = Math.max(1, Math.ceil(((w.times[w.head] ?? now) + 60_000 - now) / 1000));
       throw new TesseraError(
         'ERR_RATE_LIMITED',
         `this run asked for more than ${this.ctx.settings.tokenRateLimitPerMinute} identity tokens in a minute; reuse a token until shortly before it expires (retry in ${retryAfterSeconds} s)`,
         { details: { limitPerMinute: this.ctx.settings.tokenRateLimitPerMinute, retryAfterSeconds } },
       );
     }
-    times.push(now);
-    this.recent.set(runId, times);
-    if (this.recent.size > 10_000) for (const [k, v] of this.recent) if ((v.at(-1) ?? 0) < windowStart) this.recent.delete(k);
+    w.times.push(now);
+    if (this.recent.size > 10_000) for (const [k, v] of this.recent) if ((v.times.at(-1) ?? 0) <= windowStart) this.recent.delete(k);
   }
 }
 

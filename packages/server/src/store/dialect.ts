@@ -12,6 +12,7 @@ import type { WakeupBus } from '../services/events.js';
 import { createPgWakeupBus } from './pg-bus.js';
 import { createPgLease } from './pg-lease.js';
 import type { Database } from './schema.js';
+import { BACKSTOP_AUTOCHECKPOINT_PAGES, type Checkpointer, startCheckpointer } from './sqlite-checkpointer.js';
 
 /** A column type as Kysely's schema builder takes it. */
 type ColumnType = Parameters<ReturnType<Kysely<unknown>['schema']['createTable']>['addColumn']>[1];
@@ -155,15 +156,57 @@ export function openStore(url: string, options: OpenStoreOptions = {}): OpenedSt
   database.pragma('synchronous = NORMAL');
   database.pragma('foreign_keys = ON');
   database.pragma('busy_timeout = 5000');
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(database) }) });
+  const cached = withStatementCache(database);
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: cached }) });
+  directAccess.set(db, {
+    query: (sql, parameters) => {
+      // Inside a transaction that Kysely holds open on the connection, a statement run here would join it.
+      if (database.inTransaction) return undefined;
+      const stmt = cached.prepare(sql) as unknown as import('better-sqlite3').Statement;
+      if (stmt.reader) return stmt.all(parameters as unknown[]);
+      stmt.run(parameters as unknown[]);
+      return [];
+    },
+  });
+  // Checkpoints run on a worker thread; the automatic one stays as a backstop (see sqlite-checkpointer.ts).
+  let checkpointer: Checkpointer | undefined;
+  if (url !== ':memory:') {
+    database.pragma(`wal_autocheckpoint = ${BACKSTOP_AUTOCHECKPOINT_PAGES}`);
+    checkpointer = startCheckpointer(url, {
+      onError: () => {
+        if (database.open) database.pragma('wal_autocheckpoint = 1000');
+      },
+    });
+  }
   return {
     db,
     dialect: sqliteDialect,
     description: `sqlite ${url}`,
     createLease: () => localLease(),
     createWakeupBus: () => undefined,
-    destroy: () => db.destroy(),
+    destroy: async () => {
+      await checkpointer?.close();
+      await db.destroy();
+    },
   };
+}
+
+/** Runs compiled SQL on the connection at once, synchronously; `undefined` when it cannot now (see {@link directSqlite}). */
+export interface DirectSqlite {
+  query(sql: string, parameters: readonly unknown[]): unknown[] | undefined;
+}
+
+const directAccess = new WeakMap<object, DirectSqlite>();
+
+/**
+ * SQLite's connection under `db`, for the prepared hot-path queries (store/prepared.ts): better-sqlite3
+ * is synchronous, so a statement run straight on it is atomic with respect to everything else in this
+ * process, and skips Kysely's connection queue and the promises around it. It answers `undefined` while
+ * a transaction is open on the connection (the query then waits its turn through Kysely), and
+ * `directSqlite` answers `undefined` for PostgreSQL and for transactions.
+ */
+export function directSqlite(db: object): DirectSqlite | undefined {
+  return directAccess.get(db);
 }
 
 /** How many prepared statements {@link withStatementCache} keeps (distinct SQL texts; `IN` lists vary). */

@@ -5,6 +5,7 @@
  */
 
 import type { Compilable, CompiledQuery, Kysely, Transaction } from 'kysely';
+import { directSqlite } from './dialect.js';
 import type { Database } from './schema.js';
 
 type Db = Kysely<Database> | Transaction<Database>;
@@ -48,6 +49,8 @@ export class PreparedQuery<R> {
     const t = this.template(db);
     if (args.length !== t.args) throw new Error(`prepared query takes ${t.args} argument(s), got ${args.length}`);
     const parameters = t.slots.map((s) => ('arg' in s ? args[s.arg] : s.value));
+    const rows = directSqlite(db)?.query(t.sql, parameters);
+    if (rows) return rows as R[];
     const result = await db.executeQuery<R>({ sql: t.sql, parameters, query: t.query, queryId: t.queryId });
     return result.rows;
   }
