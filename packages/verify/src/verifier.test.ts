@@ -1,10 +1,10 @@
-import { randomUUID } from 'node:crypto';
+import { generateKeyPairSync, sign as nodeSign, randomUUID } from 'node:crypto';
 import type { TesseraError } from '@tessera/core';
 import { createFakeClock, startTestServer } from '@tessera/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDpopChecker } from './dpop.js';
 import type { VerificationError } from './errors.js';
-import { dpopProof, makeDpopKey, makeKey, type StubIssuer, startStubIssuer } from './test/helpers.js';
+import { dpopProof, makeDpopKey, makeKey, runClaims, type StubIssuer, seg, startStubIssuer } from './test/helpers.js';
 import { createVerifier } from './verifier.js';
 
 async function codeOf(p: Promise<unknown>): Promise<string> {
@@ -54,6 +54,86 @@ describe('createVerifier options', () => {
     }
     expect(e?.code).toBe('ERR_CEL_INVALID');
     expect(e?.message).toContain('rule "prod"');
+  });
+});
+
+describe('signature checks', () => {
+  /** Signs header.payload with a node:crypto key, in the given ECDSA signature encoding. */
+  function nodeSigned(header: object, payload: object, key: Parameters<typeof nodeSign>[2], dsaEncoding?: 'der' | 'ieee-p1363'): string {
+    const input = `${seg(header)}.${seg(payload)}`;
+    const signature = nodeSign('sha256', Buffer.from(input), dsaEncoding ? { key: key as never, dsaEncoding } : key);
+    return `${input}.${signature.toString('base64url')}`;
+  }
+
+  it('ES256: accepts only the 64-byte R‖S form; a DER signature of the right key, a truncated or padded one fail', async () => {
+    const pair = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const kid = `ec-${randomUUID().slice(0, 8)}`;
+    stub.keys.push({
+      ...(await makeKey('ES256')),
+      kid,
+      publicJwk: { ...pair.publicKey.export({ format: 'jwk' }), kid, alg: 'ES256', use: 'sig' },
+    });
+    const v = createVerifier({ issuer: stub.issuer, audience: 'api' });
+    const header = { alg: 'ES256', typ: 'JWT', kid };
+    const claims = runClaims(stub.issuer, 'api', Math.floor(Date.now() / 1000));
+    const good = nodeSigned(header, claims, pair.privateKey, 'ieee-p1363');
+    expect(await codeOf(v.verify(good))).toBe('OK');
+    expect(await codeOf(v.verify(nodeSigned(header, claims, pair.privateKey, 'der')))).toBe('ERR_SIGNATURE_INVALID');
+    const [h, p, sig] = good.split('.') as [string, string, string];
+    const raw = Buffer.from(sig, 'base64url');
+    expect(await codeOf(v.verify(`${h}.${p}.${raw.subarray(0, 63).toString('base64url')}`))).toBe('ERR_SIGNATURE_INVALID');
+    expect(await codeOf(v.verify(`${h}.${p}.${Buffer.concat([raw, Buffer.alloc(1)]).toString('base64url')}`))).toBe(
+      'ERR_SIGNATURE_INVALID',
+    );
+    // The signing input is the segments as received: the same claims re-encoded differently fail.
+    expect(await codeOf(v.verify(`${h}.${seg(JSON.stringify(claims, null, 1))}.${sig}`))).toBe('ERR_SIGNATURE_INVALID');
+  });
+
+  it('RS256: refuses a key under 2048 bits even when the signature is right (RFC 7518 §3.3)', async () => {
+    const pair = generateKeyPairSync('rsa', { modulusLength: 1024 });
+    const kid = `rsa1024-${randomUUID().slice(0, 8)}`;
+    stub.keys.push({
+      ...(await makeKey('RS256')),
+      kid,
+      publicJwk: { ...pair.publicKey.export({ format: 'jwk' }), kid, alg: 'RS256', use: 'sig' },
+    });
+    const v = createVerifier({ issuer: stub.issuer, audience: 'api' });
+    const token = nodeSigned(
+      { alg: 'RS256', typ: 'JWT', kid },
+      runClaims(stub.issuer, 'api', Math.floor(Date.now() / 1000)),
+      pair.privateKey,
+    );
+    let e: VerificationError | undefined;
+    try {
+      await v.verify(token);
+    } catch (err) {
+      e = err as VerificationError;
+    }
+    expect(e?.code).toBe('ERR_SIGNATURE_INVALID');
+    expect(String((e as { cause?: Error }).cause?.message)).toContain('not a public RS256 verification key');
+  });
+
+  it('RS256: a 2048-bit key from node:crypto verifies, and a flipped bit anywhere in the signature fails', async () => {
+    const pair = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const kid = `rsa2048-${randomUUID().slice(0, 8)}`;
+    stub.keys.push({
+      ...(await makeKey('RS256')),
+      kid,
+      publicJwk: { ...pair.publicKey.export({ format: 'jwk' }), kid, alg: 'RS256', use: 'sig' },
+    });
+    const v = createVerifier({ issuer: stub.issuer, audience: 'api' });
+    const token = nodeSigned(
+      { alg: 'RS256', typ: 'JWT', kid },
+      runClaims(stub.issuer, 'api', Math.floor(Date.now() / 1000)),
+      pair.privateKey,
+    );
+    expect(await codeOf(v.verify(token))).toBe('OK');
+    const [h, p, sig] = token.split('.') as [string, string, string];
+    for (const at of [0, 100, 255]) {
+      const raw = Buffer.from(sig, 'base64url');
+      raw[at] = (raw[at] as number) ^ 1;
+      expect(await codeOf(v.verify(`${h}.${p}.${raw.toString('base64url')}`))).toBe('ERR_SIGNATURE_INVALID');
+    }
   });
 });
 
