@@ -5,4 +5,5 @@ export * from './introspection.js';
 export * from './key-file.js';
 export * from './keys.js';
 export * from './mint.js';
+export * from './signer.js';
 export * from './subject.js';

@@ -1,7 +1,7 @@
-import { KeyObject, randomFillSync, sign } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import { type RunTokenClaims, TesseraError } from '@tessera/core';
-import type { CryptoKey } from 'jose';
 import type { SigningKey } from './keys.js';
+import { type JwsSigner, poolSigner } from './signer.js';
 
 /** How far `nbf` is backdated, seconds: absorbs small clock differences at relying parties. */
 export const NBF_BACKDATE_SECONDS = 30;
@@ -22,6 +22,8 @@ export interface MintRunTokenOptions {
   claims: Omit<RunTokenClaims, 'iss' | 'sub' | 'aud' | 'exp' | 'iat' | 'nbf' | 'jti'>;
   /** @default new Date() */
   now?: Date;
+  /** Who makes the signature. @default {@link poolSigner} (libuv's pool) */
+  signer?: JwsSigner;
 }
 
 /** A minted token and what the server records about it (never the token itself). */
@@ -49,49 +51,39 @@ export async function mintRunToken(options: MintRunTokenOptions): Promise<MintRu
   const iat = Math.floor(now.getTime() / 1000);
   const exp = iat + options.lifetimeSeconds;
   const jti = uuidV7(now.getTime());
-  const token = await signCompactJwt(options.key, {
-    ...options.claims,
-    iss: options.issuer,
-    sub: options.subject,
-    aud: options.audience,
-    iat,
-    nbf: iat - NBF_BACKDATE_SECONDS,
-    exp,
-    jti,
-  });
+  const token = await signCompactJwt(
+    options.key,
+    {
+      ...options.claims,
+      iss: options.issuer,
+      sub: options.subject,
+      aud: options.audience,
+      iat,
+      nbf: iat - NBF_BACKDATE_SECONDS,
+      exp,
+      jti,
+    },
+    options.signer,
+  );
   return { token, jti, issuedAt: new Date(iat * 1000), expiresAt: new Date(exp * 1000) };
 }
 
-/** Node key objects of the signing keys (same key material, no copy: `KeyObject.from` wraps it). */
-const keyObjects = new WeakMap<CryptoKey, KeyObject>();
 /** Encoded protected headers by key: one per key, so they are built once. */
 const encodedHeaders = new WeakMap<SigningKey, string>();
 
 /**
- * Signs `payload` as a compact JWS (RFC 7515) with `{ alg, typ: "JWT", kid }`. Node's `crypto.sign`
- * with a callback runs the signature on the libuv pool like WebCrypto does, without WebCrypto's
- * per-call argument normalisation; ES256 signatures are IEEE P1363 (r‖s), as JWS requires (RFC 7518
- * §3.4). Verified in tests by jose, PyJWT and the cloud SDKs.
+ * Signs `payload` as a compact JWS (RFC 7515) with `{ alg, typ: "JWT", kid }`, with `signer` (by
+ * default on libuv's pool, see {@link poolSigner}). ES256 signatures are IEEE P1363 (R‖S), as JWS
+ * requires (RFC 7518 §3.4). Verified in tests by jose, PyJWT and the cloud SDKs.
  */
-export function signCompactJwt(key: SigningKey, payload: Record<string, unknown>): Promise<string> {
+export async function signCompactJwt(key: SigningKey, payload: Record<string, unknown>, signer: JwsSigner = poolSigner): Promise<string> {
   let header = encodedHeaders.get(key);
   if (header === undefined) {
     header = Buffer.from(JSON.stringify({ alg: key.alg, typ: 'JWT', kid: key.kid })).toString('base64url');
     encodedHeaders.set(key, header);
   }
-  let keyObject = keyObjects.get(key.privateKey);
-  if (keyObject === undefined) {
-    keyObject = KeyObject.from(key.privateKey);
-    keyObjects.set(key.privateKey, keyObject);
-  }
   const input = `${header}.${Buffer.from(JSON.stringify(payload)).toString('base64url')}`;
-  const signWith = key.alg === 'ES256' ? { key: keyObject, dsaEncoding: 'ieee-p1363' as const } : keyObject;
-  return new Promise((resolve, reject) => {
-    sign('sha256', Buffer.from(input), signWith, (err, signature) => {
-      if (err) reject(err);
-      else resolve(`${input}.${signature.toString('base64url')}`);
-    });
-  });
+  return `${input}.${await signer.sign(key, input)}`;
 }
 
 /** Random bytes drawn 4 KiB at a time: one system call per 256 ids, not one each. */

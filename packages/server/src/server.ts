@@ -310,6 +310,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       if (timer) clearTimeout(timer);
       await running;
       await app.close();
+      await services.tokens.close();
       // Hand the singleton services over at once rather than when this connection is missed.
       await singleton.close();
       await services.keys.stop().catch((e) => app.log.error({ err: e }, 'could not retire the signing keys'));

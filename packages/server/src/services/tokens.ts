@@ -10,7 +10,9 @@ import {
 } from '@tessera/core';
 import {
   buildAwsSessionTags,
+  createThreadSigner,
   DEFAULT_SUB_TEMPLATE,
+  type JwsSigner,
   mintRunToken,
   parseSubTemplate,
   renderSubject,
@@ -98,7 +100,14 @@ export class TokenService {
     private readonly ctx: ServiceContext,
     private readonly keys: KeyManager,
     private readonly issuer: () => string,
+    /** Who signs (threads started at the first token; see `createThreadSigner`). */
+    private readonly signer: JwsSigner = createThreadSigner(),
   ) {}
+
+  /** Stops the signing threads (tokens asked for afterwards are signed on libuv's pool). */
+  close(): Promise<void> {
+    return this.signer.close();
+  }
 
   /**
    * Issues one token for the caller's run.
@@ -211,6 +220,7 @@ export class TokenService {
     const key = this.keys.signingKey(identity.algorithm ?? 'RS256');
     const minted = await mintRunToken({
       key,
+      signer: this.signer,
       issuer: this.issuer(),
       audience,
       subject: sub,
