@@ -65,6 +65,24 @@ describe('signature checks', () => {
     return `${input}.${signature.toString('base64url')}`;
   }
 
+  /** A verifier, and a token signed by a node:crypto RSA key of `bits` published in the stub's JWKS. */
+  async function rsaToken(bits: number) {
+    const pair = generateKeyPairSync('rsa', { modulusLength: bits });
+    const kid = `rsa${bits}-${randomUUID().slice(0, 8)}`;
+    stub.keys.push({
+      ...(await makeKey('RS256')),
+      kid,
+      publicJwk: { ...pair.publicKey.export({ format: 'jwk' }), kid, alg: 'RS256', use: 'sig' },
+    });
+    const v = createVerifier({ issuer: stub.issuer, audience: 'api' });
+    const token = nodeSigned(
+      { alg: 'RS256', typ: 'JWT', kid },
+      runClaims(stub.issuer, 'api', Math.floor(Date.now() / 1000)),
+      pair.privateKey,
+    );
+    return { v, token };
+  }
+
   it('ES256: accepts only the 64-byte R‖S form; a DER signature of the right key, a truncated or padded one fail', async () => {
     const pair = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const kid = `ec-${randomUUID().slice(0, 8)}`;
@@ -90,19 +108,7 @@ describe('signature checks', () => {
   });
 
   it('RS256: refuses a key under 2048 bits even when the signature is right (RFC 7518 §3.3)', async () => {
-    const pair = generateKeyPairSync('rsa', { modulusLength: 1024 });
-    const kid = `rsa1024-${randomUUID().slice(0, 8)}`;
-    stub.keys.push({
-      ...(await makeKey('RS256')),
-      kid,
-      publicJwk: { ...pair.publicKey.export({ format: 'jwk' }), kid, alg: 'RS256', use: 'sig' },
-    });
-    const v = createVerifier({ issuer: stub.issuer, audience: 'api' });
-    const token = nodeSigned(
-      { alg: 'RS256', typ: 'JWT', kid },
-      runClaims(stub.issuer, 'api', Math.floor(Date.now() / 1000)),
-      pair.privateKey,
-    );
+    const { v, token } = await rsaToken(1024);
     let e: VerificationError | undefined;
     try {
       await v.verify(token);
@@ -114,19 +120,7 @@ describe('signature checks', () => {
   });
 
   it('RS256: a 2048-bit key from node:crypto verifies, and a flipped bit anywhere in the signature fails', async () => {
-    const pair = generateKeyPairSync('rsa', { modulusLength: 2048 });
-    const kid = `rsa2048-${randomUUID().slice(0, 8)}`;
-    stub.keys.push({
-      ...(await makeKey('RS256')),
-      kid,
-      publicJwk: { ...pair.publicKey.export({ format: 'jwk' }), kid, alg: 'RS256', use: 'sig' },
-    });
-    const v = createVerifier({ issuer: stub.issuer, audience: 'api' });
-    const token = nodeSigned(
-      { alg: 'RS256', typ: 'JWT', kid },
-      runClaims(stub.issuer, 'api', Math.floor(Date.now() / 1000)),
-      pair.privateKey,
-    );
+    const { v, token } = await rsaToken(2048);
     expect(await codeOf(v.verify(token))).toBe('OK');
     const [h, p, sig] = token.split('.') as [string, string, string];
     for (const at of [0, 100, 255]) {
