@@ -75,6 +75,8 @@ export interface IssuanceBenchRow {
    * and its thread's share of the CPUs). Counted in the latencies above, like any delay before the send.
    */
   halfLoadSendLatenessP99Ms: number;
+  /** Fastify only: the open loop again at Tessera's half-load rate (the same rate, the least server work). */
+  atTesseraRate?: { rate: number; p50Ms: number; p99Ms: number };
   /** CPU time of this process (all threads, load generator included) per token in the closed loop, µs. */
   cpuUsPerToken: number;
   /** Requests that did not answer 200 (any at all makes the row suspect). */
@@ -657,6 +659,11 @@ export async function run(opts: IssuanceBenchOptions = {}): Promise<IssuanceBenc
         }
       }
       for (const a of acc.values()) a.rate = Math.max(1, (a.completed / durationMs) * 1000 * 0.5);
+      // The bare signer again at Tessera's half-load rate: what this machine and generator give at that
+      // rate with the least server work, beside Tessera's p99.
+      const fastifyTarget = ts.find((t) => t.name === 'fastify');
+      const tesseraRate = acc.get(ts.find((t) => t.name === 'tessera') as Target)?.rate ?? 0;
+      const sameRate: Float64Array[] = [];
       for (let i = 0; i < slices; i++) {
         for (const t of order(i)) {
           const a = acc.get(t);
@@ -673,6 +680,19 @@ export async function run(opts: IssuanceBenchOptions = {}): Promise<IssuanceBenc
           note(t, r);
           a.open.push(r.latencies);
           a.lateness.push(r.lateness);
+          if (t === fastifyTarget && tesseraRate > 0) {
+            const same = await generator.job({
+              key: key(t),
+              target: t.spec,
+              mode: 'open',
+              concurrency,
+              rate: tesseraRate,
+              warmupMs: 100,
+              durationMs: sliceMs,
+            });
+            note(t, same);
+            sameRate.push(same.latencies);
+          }
         }
       }
       for (const t of ts) {
@@ -693,6 +713,15 @@ export async function run(opts: IssuanceBenchOptions = {}): Promise<IssuanceBenc
           halfLoadP50Ms: round(quantile(open, 0.5)),
           halfLoadP99Ms: round(quantile(open, 0.99)),
           halfLoadSendLatenessP99Ms: round(quantile(pooled(a.lateness), 0.99)),
+          ...(t === fastifyTarget && sameRate.length > 0
+            ? {
+                atTesseraRate: {
+                  rate: Math.round(tesseraRate),
+                  p50Ms: round(quantile(pooled(sameRate), 0.5)),
+                  p99Ms: round(quantile(pooled(sameRate), 0.99)),
+                },
+              }
+            : {}),
           cpuUsPerToken: Math.round(a.cpuUs / Math.max(1, a.completed)),
           errors: a.errors,
           concurrency,
@@ -772,6 +801,10 @@ export function format(rows: IssuanceBenchRow[]): string {
     const op = rows.find((r) => r.target === 'oidc-provider' && r.alg === alg);
     // What the 3× goal is up against: no layer over a bare Fastify signer can beat the bare signer.
     if (f && op) lines.push(`note  ${alg}: the bare Fastify signer itself is ${sliceRatio(f, op).toFixed(2)}× oidc-provider`);
+    if (f?.atTesseraRate)
+      lines.push(
+        `note  ${alg}: the bare Fastify signer at Tessera's half-load rate (${n(f.atTesseraRate.rate)}/s): p50 ${f.atTesseraRate.p50Ms} ms, p99 ${f.atTesseraRate.p99Ms} ms`,
+      );
   }
   lines.push(
     'note  gen late p99: how late the load generator itself sent open-loop requests (its 1 ms timer, its share of the CPUs); part of every half-load latency',

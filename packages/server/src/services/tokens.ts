@@ -4,6 +4,7 @@ import {
   type IdentityTokenRequest,
   type IssuedIdentityToken,
   parseDuration,
+  type RunTokenClaims,
   redactSecrets,
   type StateCause,
   TesseraError,
@@ -217,6 +218,39 @@ export class TokenService {
           remember: (jkt, jti, until) => this.rememberProof(jkt, jti, until),
         })
       : undefined;
+    // One shape for every token (optional claims appended in a fixed order), not conditional spreads:
+    // V8 then reuses the same hidden classes instead of building new ones per token.
+    const claims: Omit<RunTokenClaims, 'iss' | 'sub' | 'aud' | 'exp' | 'iat' | 'nbf' | 'jti'> = {
+      workspace: WORKSPACE,
+      project,
+      flow: run.flow,
+      deployment: run.deployment,
+      deployment_id: run.deployment_id,
+      environment,
+      run_id: run.id,
+      run_attempt: run.attempt,
+      work_pool: run.pool,
+      worker: run.worker,
+      trigger_kind: run.trigger_kind,
+      triggered_by: `${triggeredBy.kind}:${triggeredBy.label ?? triggeredBy.id}`,
+      tags: fromJson<string[]>(run.tags, []),
+      sub_template_version: template.version,
+    };
+    if (taskRunId) claims.task_run_id = taskRunId;
+    if (taskName) claims.task = taskName;
+    if (bound) claims.cnf = { jkt: bound.jkt };
+    if (identity.awsSessionTags) {
+      claims['https://aws.amazon.com/tags'] = buildAwsSessionTags({
+        workspace: WORKSPACE,
+        project,
+        flow: run.flow,
+        deployment: run.deployment,
+        deployment_id: run.deployment_id,
+        environment,
+        work_pool: run.pool,
+        run_id: run.id,
+      });
+    }
     const key = this.keys.signingKey(identity.algorithm ?? 'RS256');
     const minted = await mintRunToken({
       key,
@@ -226,39 +260,7 @@ export class TokenService {
       subject: sub,
       lifetimeSeconds: Math.floor(lifetimeMs / 1000),
       now,
-      claims: {
-        workspace: WORKSPACE,
-        project,
-        flow: run.flow,
-        deployment: run.deployment,
-        deployment_id: run.deployment_id,
-        environment,
-        run_id: run.id,
-        run_attempt: run.attempt,
-        work_pool: run.pool,
-        worker: run.worker,
-        trigger_kind: run.trigger_kind,
-        triggered_by: `${triggeredBy.kind}:${triggeredBy.label ?? triggeredBy.id}`,
-        tags: fromJson<string[]>(run.tags, []),
-        sub_template_version: template.version,
-        ...(taskRunId ? { task_run_id: taskRunId } : {}),
-        ...(taskName ? { task: taskName } : {}),
-        ...(bound ? { cnf: { jkt: bound.jkt } } : {}),
-        ...(identity.awsSessionTags
-          ? {
-              'https://aws.amazon.com/tags': buildAwsSessionTags({
-                workspace: WORKSPACE,
-                project,
-                flow: run.flow,
-                deployment: run.deployment,
-                deployment_id: run.deployment_id,
-                environment,
-                work_pool: run.pool,
-                run_id: run.id,
-              }),
-            }
-          : {}),
-      },
+      claims,
     });
     // Recorded (committed) before the token is handed out, as before; only grouped with the records of
     // concurrent requests into one INSERT.

@@ -213,8 +213,8 @@ export function directSqlite(db: object): DirectSqlite | undefined {
 const STATEMENT_CACHE_SIZE = 500;
 
 /**
- * The database as Kysely's SQLite driver sees it, with `prepare` cached by SQL text (least recently
- * used first out). Kysely prepares every query afresh, and compiling a statement costs SQLite more
+ * The database as Kysely's SQLite driver sees it, with `prepare` cached by SQL text (oldest first
+ * out). Kysely prepares every query afresh, and compiling a statement costs SQLite more
  * than running it for the short lookups of the hot paths (credential check, token issuance). A
  * cached statement is never used by two queries at once: the driver runs one query at a time on its
  * single connection, streams included.
@@ -228,14 +228,13 @@ function withStatementCache(database: import('better-sqlite3').Database): import
     },
     prepare: (sql: string) => {
       let stmt = cache.get(sql);
-      if (stmt) {
-        // Map order is insertion order: re-inserting marks it most recently used.
-        cache.delete(sql);
-      } else {
+      if (!stmt) {
         stmt = database.prepare(sql);
+        // Oldest first out. Not least-recently-used: reordering on every hit would rewrite the map's
+        // table on the hot path; a hot statement evicted by a flood of distinct ones is prepared again once.
         if (cache.size >= STATEMENT_CACHE_SIZE) cache.delete(cache.keys().next().value as string);
+        cache.set(sql, stmt);
       }
-      cache.set(sql, stmt);
       return stmt as unknown as ReturnType<import('kysely').SqliteDatabase['prepare']>;
     },
   };
