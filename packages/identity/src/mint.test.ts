@@ -49,6 +49,31 @@ describe('mintRunToken', () => {
     });
   });
 
+  it('sets the registered claims from its options, over any the claims carry, with no duplicate member', async () => {
+    const key = await generateSigningKey('ES256');
+    const minted = await mintRunToken({
+      key,
+      issuer: ISSUER,
+      audience: 'vault',
+      subject: 'right',
+      lifetimeSeconds: 60,
+      claims: { sub: 'wrong', iss: 'https://evil.example.com', run_id: 'r' } as never,
+    });
+    const json = Buffer.from(minted.token.split('.')[1] as string, 'base64url').toString();
+    expect(json.match(/"sub":/g)).toHaveLength(1);
+    expect(JSON.parse(json)).toMatchObject({ sub: 'right', iss: ISSUER, aud: 'vault', run_id: 'r' });
+    const empty = await mintRunToken({ key, issuer: ISSUER, audience: 'vault', subject: 's', lifetimeSeconds: 60, claims: {} as never });
+    expect(Object.keys(JSON.parse(Buffer.from(empty.token.split('.')[1] as string, 'base64url').toString()))).toEqual([
+      'iss',
+      'sub',
+      'aud',
+      'iat',
+      'nbf',
+      'exp',
+      'jti',
+    ]);
+  });
+
   it('refuses an empty audience and a lifetime that is not a positive integer', async () => {
     const key = await generateSigningKey('ES256');
     const base = { key, issuer: ISSUER, subject: 's', claims: {} as never };

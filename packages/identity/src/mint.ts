@@ -3,7 +3,7 @@ import { type RunTokenClaims, TesseraError } from '@tessera/core';
 import type { SigningKey } from './keys.js';
 import { type JwsSigner, poolSigner } from './signer.js';
 
-/** Claims {@link mintRunToken} sets itself; `claims` may not carry them. */
+/** Claims {@link mintRunToken} sets itself from its options. */
 const REGISTERED_CLAIMS = ['iss', 'sub', 'aud', 'iat', 'nbf', 'exp', 'jti'] as const;
 
 /** How far `nbf` is backdated, seconds: absorbs small clock differences at relying parties. */
@@ -54,15 +54,7 @@ export async function mintRunToken(options: MintRunTokenOptions): Promise<MintRu
   const iat = Math.floor(now.getTime() / 1000);
   const exp = iat + options.lifetimeSeconds;
   const jti = uuidV7(now.getTime());
-  for (const name of REGISTERED_CLAIMS) {
-    if (Object.hasOwn(options.claims, name)) {
-      throw new TesseraError('ERR_VALIDATION', `mintRunToken: claims must not set "${name}"; it is set from the options`);
-    }
-  }
-  // The registered claims, then the caller's: two JSON texts joined, not a merged object. Spreading
-  // the caller's claims into a new object made V8 build new hidden classes for every token (about
-  // 4 KB in the old generation each, freed only by a full GC).
-  const registered = JSON.stringify({
+  const registered = {
     iss: options.issuer,
     sub: options.subject,
     aud: options.audience,
@@ -70,9 +62,18 @@ export async function mintRunToken(options: MintRunTokenOptions): Promise<MintRu
     nbf: iat - NBF_BACKDATE_SECONDS,
     exp,
     jti,
-  });
-  const rest = JSON.stringify(options.claims);
-  const json = rest === '{}' ? registered : `${registered.slice(0, -1)},${rest.slice(1)}`;
+  };
+  let json: string;
+  if (REGISTERED_CLAIMS.some((name) => Object.hasOwn(options.claims, name))) {
+    // A caller passing registered claims (a whole decoded payload): the options win, as in a merge.
+    json = JSON.stringify({ ...options.claims, ...registered });
+  } else {
+    // The usual path: two JSON texts joined, not a merged object. Spreading the caller's claims into
+    // a new object made V8 build new hidden classes for every token (about 4 KB in the old
+    // generation each, freed only by a full GC).
+    const rest = JSON.stringify(options.claims);
+    json = rest === '{}' ? JSON.stringify(registered) : `${JSON.stringify(registered).slice(0, -1)},${rest.slice(1)}`;
+  }
   const token = await signCompactJwtText(options.key, json, options.signer);
   return { token, jti, issuedAt: new Date(iat * 1000), expiresAt: new Date(exp * 1000) };
 }
