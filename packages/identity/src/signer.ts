@@ -151,8 +151,11 @@ export function createThreadSigner(options: ThreadSignerOptions = {}): JwsSigner
       else byKid.set(p.key.kid, [p]);
     }
     for (const [kid, list] of byKid) {
-      for (let i = 0; i < list.length; i += maxBatch) {
-        const batch = list.slice(i, i + maxBatch);
+      // Spread over every thread: an RSA signature takes about 0.4 ms, so one thread signing a whole
+      // turn's worth would make the last request of the batch wait for all the others.
+      const chunk = Math.min(maxBatch, Math.ceil(list.length / size));
+      for (let i = 0; i < list.length; i += chunk) {
+        const batch = list.slice(i, i + chunk);
         const slot = turn++ % size;
         const t = (threads[slot] && !threads[slot]?.dead ? threads[slot] : undefined) ?? start(slot);
         const key = (batch[0] as Pending).key;
