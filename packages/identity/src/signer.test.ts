@@ -64,6 +64,18 @@ describe('the thread signer', () => {
     expect(await verifies(await signCompactJwt(key, { late: true }, signer), key)).toBe(true);
   });
 
+  it('never mixes up two keys that share a kid', async () => {
+    const signer = createThreadSigner({ threads: 1 });
+    signers.push(signer);
+    const a = await generateSigningKey('ES256');
+    const other = await generateSigningKey('ES256');
+    const b = { ...other, kid: a.kid, publicJwk: { ...other.publicJwk, kid: a.kid } };
+    const [ta, tb] = await Promise.all([signCompactJwt(a, { k: 'a' }, signer), signCompactJwt(b, { k: 'b' }, signer)]);
+    expect(await verifies(ta as string, a)).toBe(true);
+    expect(await verifies(tb as string, b)).toBe(true);
+    expect(await verifies(await signCompactJwt(b, { again: true }, signer), b)).toBe(true);
+  });
+
   it('signs with the same keys as the pool signer (the same signature scheme)', async () => {
     const key = await generateSigningKey('ES256');
     expect(await verifies(await signCompactJwt(key, { via: 'pool' }, poolSigner), key)).toBe(true);

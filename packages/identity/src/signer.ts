@@ -35,6 +35,22 @@ function keyObjectOf(key: SigningKey): KeyObject {
   return k;
 }
 
+/**
+ * A number per private key, which the threads know their keys by. Not the `kid`: a caller may give
+ * two keys the same `kid`, and a thread must never sign with the other one.
+ */
+const keyIds = new WeakMap<CryptoKey, number>();
+let nextKeyId = 0;
+
+function keyIdOf(key: SigningKey): number {
+  let id = keyIds.get(key.privateKey);
+  if (id === undefined) {
+    id = nextKeyId++;
+    keyIds.set(key.privateKey, id);
+  }
+  return id;
+}
+
 /** One signature on libuv's pool: the default, and the fallback of {@link createThreadSigner}. */
 export function signOnPool(key: SigningKey, input: string): Promise<string> {
   const keyObject = keyObjectOf(key);
@@ -55,8 +71,8 @@ const { parentPort } = require('node:worker_threads');
 const { sign } = require('node:crypto');
 const keys = new Map();
 parentPort.on('message', (m) => {
-  if (m.type === 'key') { keys.set(m.kid, { key: m.key, alg: m.alg }); return; }
-  const k = keys.get(m.kid);
+  if (m.type === 'key') { keys.set(m.keyId, { key: m.key, alg: m.alg }); return; }
+  const k = keys.get(m.keyId);
   const out = new Array(m.inputs.length);
   for (let i = 0; i < m.inputs.length; i++) {
     try {
@@ -79,8 +95,8 @@ interface Pending {
 
 interface Thread {
   worker: Worker;
-  /** kids whose key this thread has. */
-  kids: Set<string>;
+  /** The keys (by {@link keyIdOf}) this thread has. */
+  keyIds: Set<number>;
   /** Batches sent and not answered. */
   inflight: Map<number, Pending[]>;
   dead: boolean;
@@ -114,7 +130,7 @@ export function createThreadSigner(options: ThreadSignerOptions = {}): JwsSigner
   const start = (slot: number): Thread => {
     const worker = new Worker(THREAD_SOURCE, { eval: true });
     worker.unref();
-    const t: Thread = { worker, kids: new Set(), inflight: new Map(), dead: false };
+    const t: Thread = { worker, keyIds: new Set(), inflight: new Map(), dead: false };
     worker.on('message', (m: { id: number; signatures: (string | null)[] }) => {
       const batch = t.inflight.get(m.id);
       if (!batch) return;
@@ -143,14 +159,15 @@ export function createThreadSigner(options: ThreadSignerOptions = {}): JwsSigner
     flushScheduled = false;
     const all = queue;
     queue = [];
-    // Group by key (a message carries one kid), then send in batches, round-robin over the threads.
-    const byKid = new Map<string, Pending[]>();
+    // Group by key (a message carries one key), then send in batches, round-robin over the threads.
+    const byKey = new Map<number, Pending[]>();
     for (const p of all) {
-      const list = byKid.get(p.key.kid);
+      const id = keyIdOf(p.key);
+      const list = byKey.get(id);
       if (list) list.push(p);
-      else byKid.set(p.key.kid, [p]);
+      else byKey.set(id, [p]);
     }
-    for (const [kid, list] of byKid) {
+    for (const [keyId, list] of byKey) {
       // Spread over every thread: an RSA signature takes about 0.4 ms, so one thread signing a whole
       // turn's worth would make the last request of the batch wait for all the others.
       const chunk = Math.min(maxBatch, Math.ceil(list.length / size));
@@ -160,13 +177,13 @@ export function createThreadSigner(options: ThreadSignerOptions = {}): JwsSigner
         const t = (threads[slot] && !threads[slot]?.dead ? threads[slot] : undefined) ?? start(slot);
         const key = (batch[0] as Pending).key;
         try {
-          if (!t.kids.has(kid)) {
-            t.worker.postMessage({ type: 'key', kid, alg: key.alg, key: keyObjectOf(key) });
-            t.kids.add(kid);
+          if (!t.keyIds.has(keyId)) {
+            t.worker.postMessage({ type: 'key', keyId, alg: key.alg, key: keyObjectOf(key) });
+            t.keyIds.add(keyId);
           }
           const id = nextId++;
           t.inflight.set(id, batch);
-          t.worker.postMessage({ type: 'sign', id, kid, inputs: batch.map((p) => p.input) });
+          t.worker.postMessage({ type: 'sign', id, keyId, inputs: batch.map((p) => p.input) });
         } catch {
           for (const p of batch) signOnPool(p.key, p.input).then(p.resolve, p.reject);
         }
