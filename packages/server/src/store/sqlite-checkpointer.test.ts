@@ -51,6 +51,32 @@ describe.skipIf(testStore() === 'postgres')('the SQLite checkpointer thread', ()
     db.close();
   });
 
+  it('restarts a long WAL even while writes never pause, so the file stops growing', async () => {
+    const file = freshFile();
+    const db = new Database(file);
+    db.pragma('journal_mode = WAL');
+    db.pragma('wal_autocheckpoint = 0');
+    db.exec('create table t (id integer primary key, v text)');
+    const insert = db.prepare('insert into t (v) values (?)');
+    const c = startCheckpointer(file, { intervalMs: 10, restartFrames: 50 });
+    // A transaction every millisecond or so for 1.5 s, like a busy server's group commits: without a
+    // restart the WAL would hold every frame written, several MB.
+    const until = Date.now() + 1_500;
+    let rows = 0;
+    while (Date.now() < until) {
+      db.transaction(() => {
+        for (let i = 0; i < 20; i++) insert.run('z'.repeat(400));
+      })();
+      rows += 20;
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    await c.close();
+    const walBytes = statSync(`${file}-wal`).size;
+    const written = rows * 400;
+    expect(walBytes).toBeLessThan(written / 4);
+    db.close();
+  });
+
   it('stops with the store: destroy() ends the thread and closes both connections', async () => {
     const store = openStore(freshFile());
     await store.db.schema.createTable('t').addColumn('v', 'text').execute();
