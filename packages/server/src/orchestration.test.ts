@@ -120,9 +120,30 @@ describe('orchestration rules (real server, SQLite)', () => {
     await expectCode(c1.as.proposeState(run.id, { state: { type: 'RUNNING' } }), 'ERR_CREDENTIAL_REVOKED', 401);
     const r = await c2.as.proposeState(run.id, { state: { type: 'RUNNING' } });
     expect(r.run.state.name).toBe('Retrying');
+    // The same proposal again (its answer lost on the way, the process retries): accepted, once.
+    const again = await c2.as.proposeState(run.id, { state: { type: 'RUNNING' } });
+    expect(again.status).toBe('ACCEPT');
+    expect(again.run.state.name).toBe('Retrying');
+    const retrying = (await server.client.getFlowRunStates(run.id)).items.filter((h) => h.name === 'Retrying');
+    expect(retrying).toHaveLength(1);
     const final = await c2.as.proposeState(run.id, { state: { type: 'FAILED' }, error: { name: 'Error', message: 'again' } });
     expect(final.run.state.type).toBe('FAILED');
     expect(final.retryScheduled).toBeUndefined();
+  });
+
+  it("accepts a run's own re-sent Running once; anyone else's re-send changes nothing", async () => {
+    await server.client.putDeployment(spec());
+    const run = await server.client.runDeployment('etl');
+    const c = await claimOne(server.client);
+    expect((await c.as.proposeState(run.id, { state: { type: 'RUNNING' } })).status).toBe('ACCEPT');
+    expect((await c.as.proposeState(run.id, { state: { type: 'RUNNING' } })).status).toBe('ACCEPT');
+    expect((await server.client.getFlowRunStates(run.id)).items.filter((h) => h.type === 'RUNNING')).toHaveLength(1);
+    // The local admin re-sending Running: nothing to do (ABORT), still one Running in the history.
+    expect((await server.client.proposeState(run.id, { state: { type: 'RUNNING' } })).status).toBe('ABORT');
+    // A re-sent final state is not an error either, and not a second transition.
+    await c.as.proposeState(run.id, { state: { type: 'COMPLETED' }, result: 1 });
+    expect((await server.client.proposeState(run.id, { state: { type: 'COMPLETED' }, result: 2 })).status).toBe('ABORT');
+    expect((await server.client.getFlowRun(run.id)).result).toBe(1);
   });
 
   it('does not retry a run whose parameters are invalid', async () => {

@@ -260,9 +260,14 @@ export class RunService {
     const from = run.state_type as StateType;
     const to = req.state.type;
     const name = normaliseStateName(to, req.state.name);
-    // Re-sending the state a run already has (a retried request) is not an error.
-    if (from === to && (isTerminal(from) || name === run.state_name)) {
-      return { response: { status: 'ABORT', run: toFlowRun(run) } };
+    // Re-sending the state a run already has (a retried request whose answer was lost) is not an
+    // error. A later attempt's Running is stored as Retrying, so compare with what would be stored.
+    const storedName = to === 'RUNNING' && run.attempt > 1 && name === 'Running' ? 'Retrying' : name;
+    if (from === to && (isTerminal(from) || storedName === run.state_name)) {
+      // The run's own process (its current attempt's credential) asked for this state and has it:
+      // ACCEPT, so it goes on as if the first answer had arrived. Anyone else: nothing changed.
+      const own = actor.kind === 'run' && !isTerminal(from);
+      return { response: { status: own ? 'ACCEPT' : 'ABORT', run: toFlowRun(run) } };
     }
     const reason = checkTransition('flow_run', from, to);
     if (reason) throw new IllegalTransitionError(`cannot move run ${run.id.slice(0, 8)} to ${name}: ${reason}`, { from, to });
