@@ -664,35 +664,20 @@ export async function run(opts: IssuanceBenchOptions = {}): Promise<IssuanceBenc
       const fastifyTarget = ts.find((t) => t.name === 'fastify');
       const tesseraRate = acc.get(ts.find((t) => t.name === 'tessera') as Target)?.rate ?? 0;
       const sameRate: Float64Array[] = [];
+      /** One open-loop slice against `t` at `rate`. */
+      const openSlice = async (t: Target, rate: number) => {
+        const r = await generator.job({ key: key(t), target: t.spec, mode: 'open', concurrency, rate, warmupMs: 100, durationMs: sliceMs });
+        note(t, r);
+        return r;
+      };
       for (let i = 0; i < slices; i++) {
         for (const t of order(i)) {
           const a = acc.get(t);
           if (!a) continue;
-          const r = await generator.job({
-            key: key(t),
-            target: t.spec,
-            mode: 'open',
-            concurrency,
-            rate: a.rate,
-            warmupMs: 100,
-            durationMs: sliceMs,
-          });
-          note(t, r);
+          const r = await openSlice(t, a.rate);
           a.open.push(r.latencies);
           a.lateness.push(r.lateness);
-          if (t === fastifyTarget && tesseraRate > 0) {
-            const same = await generator.job({
-              key: key(t),
-              target: t.spec,
-              mode: 'open',
-              concurrency,
-              rate: tesseraRate,
-              warmupMs: 100,
-              durationMs: sliceMs,
-            });
-            note(t, same);
-            sameRate.push(same.latencies);
-          }
+          if (t === fastifyTarget && tesseraRate > 0) sameRate.push((await openSlice(t, tesseraRate)).latencies);
         }
       }
       for (const t of ts) {

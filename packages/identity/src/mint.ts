@@ -6,6 +6,9 @@ import { type JwsSigner, poolSigner } from './signer.js';
 /** Claims {@link mintRunToken} sets itself from its options. */
 const REGISTERED_CLAIMS = ['iss', 'sub', 'aud', 'iat', 'nbf', 'exp', 'jti'] as const;
 
+/** The claims a caller of {@link mintRunToken} gives: every run-token claim but the registered ones it sets. */
+export type RunTokenOwnClaims = Omit<RunTokenClaims, (typeof REGISTERED_CLAIMS)[number]>;
+
 /** How far `nbf` is backdated, seconds: absorbs small clock differences at relying parties. */
 export const NBF_BACKDATE_SECONDS = 30;
 
@@ -22,7 +25,7 @@ export interface MintRunTokenOptions {
   /** Whole seconds from `iat` to `exp`. */
   lifetimeSeconds: number;
   /** Tessera claims (run, flow, deployment…, `cnf` for a DPoP-bound token). */
-  claims: Omit<RunTokenClaims, 'iss' | 'sub' | 'aud' | 'exp' | 'iat' | 'nbf' | 'jti'>;
+  claims: RunTokenOwnClaims;
   /** @default new Date() */
   now?: Date;
   /** Who makes the signature. @default {@link poolSigner} (libuv's pool) */

@@ -4,7 +4,6 @@ import {
   type IdentityTokenRequest,
   type IssuedIdentityToken,
   parseDuration,
-  type RunTokenClaims,
   redactSecrets,
   type StateCause,
   TesseraError,
@@ -16,6 +15,7 @@ import {
   type JwsSigner,
   mintRunToken,
   parseSubTemplate,
+  type RunTokenOwnClaims,
   renderSubject,
   SUB_TEMPLATE_VERSION,
   verifyDpopProof,
@@ -220,7 +220,7 @@ export class TokenService {
       : undefined;
     // One shape for every token (optional claims appended in a fixed order), not conditional spreads:
     // V8 then reuses the same hidden classes instead of building new ones per token.
-    const claims: Omit<RunTokenClaims, 'iss' | 'sub' | 'aud' | 'exp' | 'iat' | 'nbf' | 'jti'> = {
+    const claims: RunTokenOwnClaims = {
       workspace: WORKSPACE,
       project,
       flow: run.flow,
