@@ -2,8 +2,8 @@ import { defineConfig } from 'vitest/config';
 
 /** Suites that exercise the store: they run once per store (SQLite and PostgreSQL). */
 const STORE_SUITES = ['packages/server/src/**/*.test.ts', 'test/**/*.test.ts'];
-// `npm start`'s script runs its own server on SQLite; once is enough.
-const SQLITE_ONLY = ['test/start.e2e.test.ts'];
+// `npm start`'s script runs its own server on SQLite, and the bench's load client needs no store: once is enough.
+const SQLITE_ONLY = ['test/start.e2e.test.ts', 'test/bench-load-client.test.ts'];
 
 export default defineConfig({
   resolve: {

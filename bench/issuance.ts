@@ -30,15 +30,16 @@
  * ES256; p99 under 5 ms at half of peak load. Talks only to 127.0.0.1, stops by itself, removes its
  * temp dirs. `docs/benchmarks-issuance.md` has the figures and how to read them.
  */
+import { fork } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { Agent, createServer, request as httpRequest, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { readdirSync, readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
+import { createLoadClient } from './http-load.js';
+import { type Alg, type FromTarget, type HttpTarget, runLikeClaims, type ServerTargetName, type ToTarget } from './issuance-target.js';
 
-type Alg = 'RS256' | 'ES256';
-type TargetName = 'tessera' | 'sign' | 'fastify' | 'oidc-provider';
+type TargetName = ServerTargetName | 'sign';
 
 /** Options of {@link run}. */
 export interface IssuanceBenchOptions {
@@ -87,13 +88,6 @@ export interface IssuanceBenchRow {
 
 // ─── load generator (worker thread) ─────────────────────────────────────────────────────────────
 
-export interface HttpTarget {
-  type: 'http';
-  port: number;
-  path: string;
-  /** Rotated per request (e.g. one run credential each). */
-  variants: { headers: Record<string, string>; body: string }[];
-}
 export interface SignTarget {
   type: 'sign';
   alg: Alg;
@@ -107,6 +101,8 @@ export interface Job {
   concurrency: number;
   /** Open loop: requests per second. */
   rate: number;
+  /** Whose CPU time to measure: a server's process; none: this process (the `sign` target). */
+  cpuPid?: number;
   warmupMs: number;
   durationMs: number;
 }
@@ -123,7 +119,7 @@ export interface JobResult {
   okTotal: number;
   /** The body of one successful answer (a token to check). */
   sample?: string;
-  /** CPU time of the whole process (all threads) during the window, µs. */
+  /** CPU time during the window of the server's process (all its threads), or of this one for `sign`, µs. */
   cpuUs: number;
 }
 
@@ -137,28 +133,18 @@ async function fireFor(job: Job): Promise<Fire> {
   let fire: Fire;
   if (job.target.type === 'http') {
     const t = job.target;
-    // Closed loop: one socket per request in flight. Open loop: as many as the schedule needs.
-    const agent = new Agent({ keepAlive: true, maxSockets: job.mode === 'closed' ? job.concurrency : 1024 });
-    const variants = t.variants.map((v) => ({
-      headers: { ...v.headers, 'content-length': String(Buffer.byteLength(v.body)) },
-      body: v.body,
-    }));
-    fire = (i) =>
-      new Promise((resolve, reject) => {
-        const v = variants[i % variants.length] as (typeof variants)[number];
-        const req = httpRequest({ host: '127.0.0.1', port: t.port, path: t.path, method: 'POST', agent, headers: v.headers }, (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => {
-            const body = Buffer.concat(chunks).toString();
-            if (res.statusCode === 200) resolve(body);
-            else reject(new Error(`HTTP ${res.statusCode}: ${body.slice(0, 300)}`));
-          });
-          res.on('error', reject);
-        });
-        req.on('error', reject);
-        req.end(v.body);
-      });
+    // One connection per request in flight: the closed loop keeps `concurrency`, the open loop opens
+    // as many as the schedule needs. A lean client (see http-load.ts): node:http's own would take
+    // about as much CPU per request as the servers under test.
+    const client = createLoadClient(
+      t.port,
+      t.variants.map((v) => ({ path: t.path, ...v })),
+    );
+    fire = async (i) => {
+      const res = await client.send(i);
+      if (res.status !== 200) throw new Error(`HTTP ${res.status}: ${res.body.slice(0, 300)}`);
+      return res.body;
+    };
   } else {
     const t = job.target;
     const { SignJWT, generateKeyPair } = await import('jose');
@@ -172,6 +158,32 @@ async function fireFor(job: Job): Promise<Fire> {
   }
   fires.set(key, fire);
   return fire;
+}
+
+/**
+ * The open loop's longest nap, ms: answers that arrive meanwhile are read (and timed) when it ends,
+ * so it is also the most the generator adds to a measured latency on top of its own CPU time.
+ */
+const NAP_MS = 0.2;
+const napGate = new Int32Array(new SharedArrayBuffer(4));
+/** Sleeps this thread for `ms`, with the sub-millisecond precision a libuv timer lacks. */
+const nap = (ms: number) => Atomics.wait(napGate, 0, 0, ms);
+
+/** CPU time so far of every thread of `pid` (from /proc/PID/task/TID/schedstat, ns on the CPU), or of this process, µs. */
+function cpuUsOf(pid: number | undefined): number {
+  if (pid === undefined) {
+    const u = process.cpuUsage();
+    return u.user + u.system;
+  }
+  let ns = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      // The thread ended between the listing and the read: its time is gone with it.
+    }
+  }
+  return ns / 1000;
 }
 
 /** One window of load against one target: warm-up, then the measured window; drains what is in flight. */
@@ -189,14 +201,15 @@ async function generate(job: Job): Promise<JobResult> {
   const start = performance.now();
   const measureStart = start + job.warmupMs;
   const end = measureStart + job.durationMs;
-  let cpu0 = process.cpuUsage();
-  let cpu: NodeJS.CpuUsage | undefined;
+  const cpuNow = () => cpuUsOf(job.cpuPid);
+  let cpu0 = cpuNow();
+  let cpu: number | undefined;
   const cpuTimers = [
     setTimeout(() => {
-      cpu0 = process.cpuUsage();
+      cpu0 = cpuNow();
     }, job.warmupMs),
     setTimeout(() => {
-      cpu = process.cpuUsage(cpu0);
+      cpu = cpuNow() - cpu0;
     }, job.warmupMs + job.durationMs),
   ];
 
@@ -222,9 +235,11 @@ async function generate(job: Job): Promise<JobResult> {
     };
     await Promise.all(Array.from({ length: job.concurrency }, lane));
   } else {
-    // Send every request whose scheduled time has come, on ~1 ms timer ticks (a busy loop would steal
-    // a core from the server). Latency counts from the scheduled time, so a late send is charged to
-    // the target, not hidden (no coordinated omission).
+    // Send every request whose scheduled time has come. Between sends the thread naps until the next
+    // one is due, at most NAP_MS at a time, then lets the event loop read what has arrived: a libuv
+    // timer has 1 ms steps (sends up to 2 ms late), a busy loop would steal a core from the server.
+    // Latency counts from the scheduled time, so a late send is charged to the target, not hidden
+    // (no coordinated omission).
     const interval = 1000 / job.rate;
     const total = Math.ceil((end - start) / interval);
     const inflight = new Set<Promise<void>>();
@@ -239,15 +254,17 @@ async function generate(job: Job): Promise<JobResult> {
           void p.finally(() => inflight.delete(p));
           sent++;
         }
-        if (sent >= total) resolve();
-        else setTimeout(tick, 1);
+        if (sent >= total) return resolve();
+        const wait = start + sent * interval - performance.now();
+        if (wait > 0) nap(Math.min(wait, NAP_MS));
+        setImmediate(tick);
       };
       tick();
     });
     await Promise.all(inflight);
   }
   for (const t of cpuTimers) clearTimeout(t);
-  cpu ??= process.cpuUsage(cpu0);
+  cpu ??= cpuNow() - cpu0;
   return {
     completed,
     latencies: Float64Array.from(latencies),
@@ -256,7 +273,7 @@ async function generate(job: Job): Promise<JobResult> {
     ...(firstError ? { firstError } : {}),
     okTotal,
     ...(sample !== undefined ? { sample } : {}),
-    cpuUs: cpu.user + cpu.system,
+    cpuUs: cpu,
   };
 }
 
@@ -306,46 +323,12 @@ export function startGenerator(): { job(job: Job): Promise<JobResult>; close(): 
 
 // ─── targets ────────────────────────────────────────────────────────────────────────────────────
 
-/** Claims shaped like a Tessera run token's (same size), for the baselines that sign by themselves. */
-function runLikeClaims(): Record<string, unknown> {
-  return {
-    iss: 'http://127.0.0.1:4200',
-    sub: 'ws:default:deployment:bench-es256:env:dev',
-    aud: 'bench-api',
-    nbf: Math.floor(Date.now() / 1000) - 30,
-    workspace: 'default',
-    project: 'default',
-    flow: 'bench',
-    deployment: 'bench-es256',
-    deployment_id: randomUUID(),
-    environment: 'dev',
-    run_id: randomUUID(),
-    run_attempt: 1,
-    work_pool: 'bench',
-    worker: 'bench-worker',
-    trigger_kind: 'manual',
-    triggered_by: 'person:local admin',
-    tags: [],
-    sub_template_version: 1,
-  };
-}
-
-function listen(server: Server): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve((server.address() as AddressInfo).port));
-  });
-}
-
-function closeServer(server: Server): Promise<void> {
-  server.closeAllConnections();
-  return new Promise((r) => server.close(() => r()));
-}
-
 interface Target {
   name: TargetName;
   alg: Alg;
   spec: HttpTarget | SignTarget;
+  /** The process whose CPU time the target's tokens cost (a server's own process); none: this process. */
+  pid?: number;
   /** Checks one answer: the right algorithm, a real JWT. */
   check(sample: string): void;
 }
@@ -359,123 +342,53 @@ function expectAlg(target: string, alg: Alg, token: string | undefined): void {
   if (!token || headerAlg(token) !== alg) throw new Error(`${target}: expected a ${alg} JWT, got ${String(token).slice(0, 80)}`);
 }
 
-/** Starts the three servers; returns the targets and a stop function. */
+/** Forks `bench/issuance-target.ts` for one server; resolves when it listens. */
+async function startServerProcess(target: ServerTargetName, algs: Alg[], concurrency: number) {
+  // The child registers tsx like this process did (`--import tsx` is in execArgv and forks inherit it).
+  const child = fork(fileURLToPath(new URL('./issuance-target.ts', import.meta.url)), [], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  const stop = () =>
+    new Promise<void>((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) return resolve();
+      const kill = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      child.once('exit', () => {
+        clearTimeout(kill);
+        resolve();
+      });
+      child.send({ type: 'stop' } satisfies ToTarget);
+    });
+  try {
+    const ready = await new Promise<Extract<FromTarget, { type: 'ready' }>>((resolve, reject) => {
+      child.once('message', (m: FromTarget) => (m.type === 'ready' ? resolve(m) : reject(new Error(`${target}: ${m.message}`))));
+      child.once('exit', (code, signal) => reject(new Error(`${target}: its process exited (${code ?? signal}) before listening`)));
+      child.send({ type: 'start', target, algs, concurrency } satisfies ToTarget);
+    });
+    return { pid: child.pid as number, specs: ready.specs, url: ready.url, stop };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}
+
+/** Starts the three servers, each in its own process; returns the targets and a stop function. */
 async function startTargets(algs: Alg[], concurrency: number) {
-  const { startTestServer } = await import('@tessera/testing');
-  const { default: Fastify } = await import('fastify');
-  const { default: Provider } = await import('oidc-provider');
-  const { SignJWT, exportJWK, generateKeyPair } = await import('jose');
   const stops: (() => Promise<void>)[] = [];
   const stop = async () => {
     for (const s of stops.reverse()) await s().catch(() => undefined);
   };
   try {
-    // Tessera: a real server on a temp SQLite database.
-    const tessera = await startTestServer({
-      logLevel: 'warn',
-      backgroundServices: false,
-      settings: { tokenRateLimitPerMinute: 1_000_000_000 },
-    });
-    stops.push(() => tessera.close());
-    const c = tessera.client;
-    await c.createWorkPool({ name: 'bench' });
-    const credentials = new Map<Alg, string[]>();
-    for (const alg of algs) {
-      const name = `bench-${alg.toLowerCase()}`;
-      await c.putDeployment({
-        name,
-        flowName: 'bench',
-        entrypoint: 'flows.ts:bench',
-        path: '/tmp',
-        workPool: 'bench',
-        identity: { audiences: ['bench-api'], algorithm: alg },
-      });
-      const runIds = new Set<string>();
-      for (let i = 0; i < concurrency; i++) runIds.add((await c.runDeployment(name)).id);
-      const creds: string[] = [];
-      for (let tries = 0; creds.length < runIds.size && tries < 100; tries++) {
-        const poll = await c.poll('bench', {
-          workerId: randomUUID(),
-          workerName: 'bench-worker',
-          capacity: runIds.size - creds.length,
-          running: [],
-          waitMs: 0,
-        });
-        for (const claimed of poll.runs) {
-          if (!runIds.has(claimed.run.id)) continue;
-          creds.push(claimed.credential);
-          await c.withToken(claimed.credential).proposeState(claimed.run.id, { state: { type: 'RUNNING' } });
-        }
-      }
-      if (creds.length < runIds.size) throw new Error(`tessera: claimed ${creds.length} of ${runIds.size} runs`);
-      credentials.set(alg, creds);
+    const servers = {} as Record<ServerTargetName, Awaited<ReturnType<typeof startServerProcess>>>;
+    for (const name of ['tessera', 'fastify', 'oidc-provider'] as const) {
+      servers[name] = await startServerProcess(name, algs, concurrency);
+      stops.push(servers[name].stop);
     }
-    const tesseraPort = Number(new URL(tessera.url).port);
-
-    // Bare Fastify: parse the JSON body, sign, answer.
-    const fastify = Fastify({ logger: false });
-    const fastifyKeys = new Map<Alg, CryptoKey>();
-    for (const alg of algs) fastifyKeys.set(alg, (await generateKeyPair(alg)).privateKey as CryptoKey);
-    const baseClaims = runLikeClaims();
-    fastify.post<{ Params: { alg: Alg }; Body: { audience?: string } }>('/token/:alg', async (request) => {
-      const alg = request.params.alg;
-      const token = await new SignJWT({ ...baseClaims, aud: request.body.audience ?? 'bench-api', jti: randomUUID() })
-        .setProtectedHeader({ alg, typ: 'JWT', kid: 'bench' })
-        .setIssuedAt()
-        .setExpirationTime('5m')
-        .sign(fastifyKeys.get(alg) as CryptoKey);
-      return { token };
-    });
-    await fastify.listen({ port: 0, host: '127.0.0.1' });
-    stops.push(() => fastify.close());
-    const fastifyPort = (fastify.server.address() as AddressInfo).port;
-
-    // oidc-provider v9: client_credentials, JWT access tokens for one resource server per alg.
-    const keys = [];
-    for (const alg of algs) {
-      const { privateKey } = await generateKeyPair(alg, { extractable: true });
-      keys.push({ ...(await exportJWK(privateKey)), kid: `op-${alg}`, alg, use: 'sig' });
-    }
-    const opServer = createServer();
-    const opPort = await listen(opServer);
-    stops.push(() => closeServer(opServer));
-    const opIssuer = `http://127.0.0.1:${opPort}`;
-    const clientSecret = randomUUID() + randomUUID();
-    const provider = new Provider(opIssuer, {
-      clients: [
-        {
-          client_id: 'bench',
-          client_secret: clientSecret,
-          grant_types: ['client_credentials'],
-          response_types: [],
-          redirect_uris: [],
-          token_endpoint_auth_method: 'client_secret_basic',
-        },
-      ],
-      jwks: { keys } as never,
-      ttl: { ClientCredentials: 300 },
-      features: {
-        clientCredentials: { enabled: true },
-        resourceIndicators: {
-          enabled: true,
-          defaultResource: async () => 'https://rs256.bench.test',
-          useGrantedResource: async () => true,
-          getResourceServerInfo: async (_ctx, resource) => ({
-            scope: 'api:read',
-            audience: resource,
-            accessTokenTTL: 300,
-            accessTokenFormat: 'jwt',
-            jwt: { sign: { alg: resource.includes('es256') ? 'ES256' : 'RS256' } },
-          }),
-        },
-      },
-    });
-    // The provider's own error reporting (none expected).
-    provider.on('server_error', (_ctx, err) => process.stderr.write(`oidc-provider: ${err.message}\n`));
-    opServer.on('request', provider.callback());
-    const basic = `Basic ${Buffer.from(`bench:${clientSecret}`).toString('base64')}`;
-
     const targets: Target[] = [];
+    const served = (name: ServerTargetName, alg: Alg, check: (s: string) => void): Target => {
+      const spec = servers[name].specs[alg];
+      if (!spec) throw new Error(`${name}: no ${alg} endpoint`);
+      return { name, alg, spec, pid: servers[name].pid, check };
+    };
     for (const alg of algs) {
       targets.push({
         name: 'sign',
@@ -483,52 +396,13 @@ async function startTargets(algs: Alg[], concurrency: number) {
         spec: { type: 'sign', alg, claims: runLikeClaims() },
         check: (s) => expectAlg('sign', alg, s),
       });
-      targets.push({
-        name: 'fastify',
-        alg,
-        spec: {
-          type: 'http',
-          port: fastifyPort,
-          path: `/token/${alg}`,
-          variants: [{ headers: { 'content-type': 'application/json' }, body: JSON.stringify({ audience: 'bench-api' }) }],
-        },
-        check: (s) => expectAlg('fastify', alg, (JSON.parse(s) as { token: string }).token),
-      });
-      targets.push({
-        name: 'oidc-provider',
-        alg,
-        spec: {
-          type: 'http',
-          port: opPort,
-          path: '/token',
-          variants: [
-            {
-              headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic },
-              body: `grant_type=client_credentials&scope=api%3Aread&resource=${encodeURIComponent(`https://${alg.toLowerCase()}.bench.test`)}`,
-            },
-          ],
-        },
-        check: (s) => {
-          const body = JSON.parse(s) as { access_token: string; token_type: string };
-          expectAlg('oidc-provider', alg, body.access_token);
-        },
-      });
-      targets.push({
-        name: 'tessera',
-        alg,
-        spec: {
-          type: 'http',
-          port: tesseraPort,
-          path: '/api/identity/token',
-          variants: (credentials.get(alg) ?? []).map((cred) => ({
-            headers: { 'content-type': 'application/json', authorization: `Bearer ${cred}` },
-            body: JSON.stringify({ audience: 'bench-api' }),
-          })),
-        },
-        check: (s) => expectAlg('tessera', alg, (JSON.parse(s) as { token: string }).token),
-      });
+      targets.push(served('fastify', alg, (s) => expectAlg('fastify', alg, (JSON.parse(s) as { token: string }).token)));
+      targets.push(
+        served('oidc-provider', alg, (s) => expectAlg('oidc-provider', alg, (JSON.parse(s) as { access_token: string }).access_token)),
+      );
+      targets.push(served('tessera', alg, (s) => expectAlg('tessera', alg, (JSON.parse(s) as { token: string }).token)));
     }
-    return { targets, stop, tessera };
+    return { targets, stop, tessera: { url: servers.tessera.url } };
   } catch (e) {
     await stop();
     throw e;
@@ -630,6 +504,7 @@ export async function run(opts: IssuanceBenchOptions = {}): Promise<IssuanceBenc
           mode: 'closed',
           concurrency,
           rate: 0,
+          cpuPid: t.pid,
           warmupMs: 0,
           durationMs: warmupMs,
         });
@@ -646,6 +521,7 @@ export async function run(opts: IssuanceBenchOptions = {}): Promise<IssuanceBenc
             mode: 'closed',
             concurrency,
             rate: 0,
+            cpuPid: t.pid,
             warmupMs: 100,
             durationMs: sliceMs,
           });
@@ -666,7 +542,16 @@ export async function run(opts: IssuanceBenchOptions = {}): Promise<IssuanceBenc
       const sameRate: Float64Array[] = [];
       /** One open-loop slice against `t` at `rate`. */
       const openSlice = async (t: Target, rate: number) => {
-        const r = await generator.job({ key: key(t), target: t.spec, mode: 'open', concurrency, rate, warmupMs: 100, durationMs: sliceMs });
+        const r = await generator.job({
+          key: key(t),
+          target: t.spec,
+          mode: 'open',
+          concurrency,
+          rate,
+          warmupMs: 100,
+          durationMs: sliceMs,
+          cpuPid: t.pid,
+        });
         note(t, r);
         return r;
       };

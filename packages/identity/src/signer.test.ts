@@ -22,7 +22,7 @@ async function verifies(token: string, key: SigningKey): Promise<boolean> {
 describe('the thread signer', () => {
   it('signs many concurrent RS256 and ES256 tokens, in batches, each verifying with its own key', async () => {
     const started: Worker[] = [];
-    const signer = createThreadSigner({ threads: 2, maxBatch: 8, onThreadStart: (w) => started.push(w) });
+    const signer = createThreadSigner({ threads: 2, maxBatch: 8, inlineEs256Max: 0, onThreadStart: (w) => started.push(w) });
     signers.push(signer);
     const rs = await generateSigningKey('RS256');
     const es = await generateSigningKey('ES256');
@@ -42,7 +42,7 @@ describe('the thread signer', () => {
 
   it('makes the signatures of a thread that dies on the pool, and starts a new thread', async () => {
     const started: Worker[] = [];
-    const signer = createThreadSigner({ threads: 1, onThreadStart: (w) => started.push(w) });
+    const signer = createThreadSigner({ threads: 1, inlineEs256Max: 0, onThreadStart: (w) => started.push(w) });
     signers.push(signer);
     const key = await generateSigningKey('ES256');
     expect(await verifies(await signCompactJwt(key, { first: true }, signer), key)).toBe(true);
@@ -65,7 +65,7 @@ describe('the thread signer', () => {
   });
 
   it('never mixes up two keys that share a kid', async () => {
-    const signer = createThreadSigner({ threads: 1 });
+    const signer = createThreadSigner({ threads: 1, inlineEs256Max: 0 });
     signers.push(signer);
     const a = await generateSigningKey('ES256');
     const other = await generateSigningKey('ES256');
@@ -74,6 +74,27 @@ describe('the thread signer', () => {
     expect(await verifies(ta as string, a)).toBe(true);
     expect(await verifies(tb as string, b)).toBe(true);
     expect(await verifies(await signCompactJwt(b, { again: true }, signer), b)).toBe(true);
+  });
+
+  it('makes a turn of a few ES256 signatures on the event loop, more on the threads, RS256 always on the threads', async () => {
+    const started: Worker[] = [];
+    const signer = createThreadSigner({ threads: 1, inlineEs256Max: 3, onThreadStart: (w) => started.push(w) });
+    signers.push(signer);
+    const es = await generateSigningKey('ES256');
+    const few = await Promise.all(Array.from({ length: 3 }, (_, i) => signCompactJwt(es, { i }, signer)));
+    for (const token of few) expect(await verifies(token, es)).toBe(true);
+    expect(started).toHaveLength(0);
+    const many = await Promise.all(Array.from({ length: 4 }, (_, i) => signCompactJwt(es, { i }, signer)));
+    for (const token of many) expect(await verifies(token, es)).toBe(true);
+    expect(started).toHaveLength(1);
+    // The same key twice in a turn still signs each payload, not one signature for both.
+    const [a, b] = await Promise.all([signCompactJwt(es, { n: 1 }, signer), signCompactJwt(es, { n: 2 }, signer)]);
+    expect(a?.split('.')[2]).not.toBe(b?.split('.')[2]);
+    const rsSigner = createThreadSigner({ threads: 1, inlineEs256Max: 3, onThreadStart: (w) => started.push(w) });
+    signers.push(rsSigner);
+    const rs = await generateSigningKey('RS256');
+    expect(await verifies(await signCompactJwt(rs, { one: true }, rsSigner), rs)).toBe(true);
+    expect(started).toHaveLength(2);
   });
 
   it('signs with the same keys as the pool signer (the same signature scheme)', async () => {

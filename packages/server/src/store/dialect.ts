@@ -158,16 +158,6 @@ export function openStore(url: string, options: OpenStoreOptions = {}): OpenedSt
   database.pragma('busy_timeout = 5000');
   const cached = withStatementCache(database);
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: cached }) });
-  directAccess.set(db, {
-    query: (sql, parameters) => {
-      // Inside a transaction that Kysely holds open on the connection, a statement run here would join it.
-      if (database.inTransaction) return undefined;
-      const stmt = cached.prepare(sql) as unknown as import('better-sqlite3').Statement;
-      if (stmt.reader) return stmt.all(parameters as unknown[]);
-      stmt.run(parameters as unknown[]);
-      return [];
-    },
-  });
   // Checkpoints run on a worker thread; the automatic one stays as a backstop (see sqlite-checkpointer.ts).
   let checkpointer: Checkpointer | undefined;
   if (url !== ':memory:') {
@@ -178,6 +168,23 @@ export function openStore(url: string, options: OpenStoreOptions = {}): OpenedSt
       },
     });
   }
+  const gate = checkpointer?.gate;
+  const query: DirectSqlite['query'] = (sql, parameters) => {
+    // Inside a transaction that Kysely holds open on the connection, a statement run here would join it.
+    if (database.inTransaction) return undefined;
+    const stmt = cached.prepare(sql) as unknown as import('better-sqlite3').Statement;
+    if (stmt.reader) return stmt.all(parameters as unknown[]);
+    // A write waits (without blocking the event loop) while the checkpointer restarts the WAL.
+    const wait = gate?.enter();
+    if (wait) return wait.then(() => query(sql, parameters));
+    try {
+      stmt.run(parameters as unknown[]);
+    } finally {
+      gate?.leave();
+    }
+    return [];
+  };
+  directAccess.set(db, { query });
   return {
     db,
     dialect: sqliteDialect,
@@ -191,9 +198,13 @@ export function openStore(url: string, options: OpenStoreOptions = {}): OpenedSt
   };
 }
 
-/** Runs compiled SQL on the connection at once, synchronously; `undefined` when it cannot now (see {@link directSqlite}). */
+/**
+ * Runs compiled SQL on the connection at once, synchronously: the rows; `undefined` when it cannot now
+ * (see {@link directSqlite}); a promise of either for a write that waits for the checkpointer's WAL
+ * restart to finish.
+ */
 export interface DirectSqlite {
-  query(sql: string, parameters: readonly unknown[]): unknown[] | undefined;
+  query(sql: string, parameters: readonly unknown[]): unknown[] | undefined | Promise<unknown[] | undefined>;
 }
 
 const directAccess = new WeakMap<object, DirectSqlite>();

@@ -49,7 +49,8 @@ export class PreparedQuery<R> {
     const t = this.template(db);
     if (args.length !== t.args) throw new Error(`prepared query takes ${t.args} argument(s), got ${args.length}`);
     const parameters = t.slots.map((s) => ('arg' in s ? args[s.arg] : s.value));
-    const rows = directSqlite(db)?.query(t.sql, parameters);
+    const direct = directSqlite(db)?.query(t.sql, parameters);
+    const rows = direct instanceof Promise ? await direct : direct;
     if (rows) return rows as R[];
     const result = await db.executeQuery<R>({ sql: t.sql, parameters, query: t.query, queryId: t.queryId });
     return result.rows;

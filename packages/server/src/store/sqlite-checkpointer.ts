@@ -7,6 +7,13 @@
  * for the few frames written meanwhile, so that the WAL starts over instead of growing for as long as
  * writes never pause. The server's connection keeps a far higher automatic threshold only as a
  * backstop, should the thread ever fall behind or die.
+ *
+ * A RESTART holds writers off while it copies the last frames and syncs the files, and a writer that
+ * meets it waits in SQLite's busy handler, which sleeps (1 ms at least) on the event loop. The write
+ * gate keeps the server's direct writes (the hot path: issuance records) from meeting it: while the
+ * thread restarts the WAL they wait asynchronously instead, and the event loop goes on. The thread
+ * also makes the first write after the restart itself (a counter in `tessera_wal_restarts`), so that
+ * the WAL header's sync at reuse happens on it too, not on the event loop.
  */
 
 import { createRequire } from 'node:module';
@@ -19,6 +26,55 @@ export const BACKSTOP_AUTOCHECKPOINT_PAGES = 20_000;
 export interface Checkpointer {
   /** Stops the thread after its current checkpoint and closes its connection. */
   close(): Promise<void>;
+  /** The gate the server's direct writes go through (see {@link WriteGate}). */
+  readonly gate: WriteGate;
+}
+
+/**
+ * Lets a write statement on the server's connection in, unless the checkpointer is restarting the WAL.
+ * `enter()` answers `undefined` when the write may run now (call `leave()` right after it), or a
+ * promise that settles when the restart is over (then try again). Shared memory, no messages: the
+ * thread announces a restart, waits for a write in progress to finish, and lets writers in after it.
+ */
+export interface WriteGate {
+  enter(): Promise<void> | undefined;
+  leave(): void;
+}
+
+/** Slots of the gate's shared memory. */
+const RESTARTING = 0;
+const WRITING = 1;
+/** Longest a write waits for a restart before it goes ahead (it then meets SQLite's own busy handling). */
+const GATE_MAX_WAIT_MS = 5_000;
+
+/** `Atomics.waitAsync` (V8 since Node 16; TypeScript's lib has it from ES2024). */
+interface AtomicsWaitAsync {
+  waitAsync(
+    cells: Int32Array,
+    index: number,
+    value: number,
+    timeoutMs: number,
+  ): { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<'ok' | 'timed-out'> };
+}
+
+/** The writers' side of the gate over `cells` (exported for its tests). @internal */
+export function writeGate(cells: Int32Array): WriteGate {
+  return {
+    enter: () => {
+      // Dekker's handshake, with sequentially consistent Atomics: the writer raises WRITING then looks
+      // at RESTARTING, the thread raises RESTARTING then looks at WRITING; at least one sees the other.
+      Atomics.store(cells, WRITING, 1);
+      if (Atomics.load(cells, RESTARTING) === 0) return undefined;
+      Atomics.store(cells, WRITING, 0);
+      Atomics.notify(cells, WRITING);
+      const wait = (Atomics as unknown as AtomicsWaitAsync).waitAsync(cells, RESTARTING, 1, GATE_MAX_WAIT_MS);
+      return wait.async ? wait.value.then(() => undefined) : Promise.resolve();
+    },
+    leave: () => {
+      Atomics.store(cells, WRITING, 0);
+      Atomics.notify(cells, WRITING);
+    },
+  };
 }
 
 /** Options of {@link startCheckpointer}. */
@@ -43,6 +99,17 @@ const Database = require(workerData.driver);
 const db = new Database(workerData.file, { fileMustExist: true });
 // RESTART waits this long for the writer's transaction in progress (commits take well under 1 ms).
 db.pragma('busy_timeout = 50');
+const cells = new Int32Array(workerData.gate);
+let bump;
+const marker = () => {
+  if (bump) return bump;
+  try {
+    db.exec('create table if not exists tessera_wal_restarts (id integer primary key check (id = 1), restarts integer not null)');
+    db.exec('insert or ignore into tessera_wal_restarts (id, restarts) values (1, 0)');
+    bump = db.prepare('update tessera_wal_restarts set restarts = restarts + 1 where id = 1');
+  } catch { /* busy (migrations at start-up): next time */ }
+  return bump;
+};
 let stopped = false;
 let timer;
 const loop = () => {
@@ -52,7 +119,25 @@ const loop = () => {
     // Under steady writes the WAL never catches up on its own: a writer restarts it only when every
     // frame is in the database, and new frames arrive during every checkpoint. Once it is long, copy
     // the few frames written meanwhile with writers held off (RESTART), so the next write starts it over.
-    if (r.log >= workerData.restartFrames) r = db.pragma('wal_checkpoint(RESTART)')[0];
+    if (r.log >= workerData.restartFrames) {
+      // Close the gate: the server's direct writes wait (asynchronously) from now on; let the one in
+      // progress, if any, finish (a single statement: well under a millisecond).
+      Atomics.store(cells, 0, 1);
+      const until = Date.now() + 100;
+      while (Atomics.load(cells, 1) === 1 && Date.now() < until) Atomics.wait(cells, 1, 1, 5);
+      try {
+        const restart = marker();
+        r = db.pragma('wal_checkpoint(RESTART)')[0];
+        // The first write after the restart starts the WAL over and syncs its header: make it here.
+        if (r.busy === 0 && r.checkpointed === r.log && restart) {
+          restart.run();
+          r = { busy: 0, log: 0, checkpointed: 0 };
+        }
+      } finally {
+        Atomics.store(cells, 0, 0);
+        Atomics.notify(cells, 0);
+      }
+    }
     if (workerData.report) parentPort.postMessage({ log: r.log, checkpointed: r.checkpointed });
   } catch { /* busy: another checkpoint runs; next time */ }
   timer = setTimeout(loop, workerData.intervalMs);
@@ -70,9 +155,11 @@ loop();
 /** Starts checkpointing the WAL of the SQLite database at `file` from a worker thread. */
 export function startCheckpointer(file: string, options: CheckpointerOptions = {}): Checkpointer {
   const require = createRequire(import.meta.url);
+  const cells = new Int32Array(new SharedArrayBuffer(8));
   const worker = new Worker(WORKER_SOURCE, {
     eval: true,
     workerData: {
+      gate: cells.buffer,
       file,
       driver: require.resolve('better-sqlite3'),
       intervalMs: options.intervalMs ?? 200,
@@ -83,10 +170,18 @@ export function startCheckpointer(file: string, options: CheckpointerOptions = {
   if (options.onCheckpoint) worker.on('message', options.onCheckpoint);
   // Never keeps the process alive by itself.
   worker.unref();
-  const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+  const exited = new Promise<void>((resolve) =>
+    worker.once('exit', () => {
+      // A thread that ends (or dies) mid-restart must not leave the gate closed.
+      Atomics.store(cells, RESTARTING, 0);
+      Atomics.notify(cells, RESTARTING);
+      resolve();
+    }),
+  );
   worker.on('error', (e) => options.onError?.(e));
   let closing: Promise<void> | undefined;
   return {
+    gate: writeGate(cells),
     close: () => {
       closing ??= (async () => {
         worker.postMessage('stop');
