@@ -2,7 +2,8 @@
  * The worker's side of token files, against the fake API: projected before the process starts,
  * removed however the run ends. Interop with the real cloud SDKs is in test/token-files.e2e.test.ts.
  */
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { TokenFilesSpec } from '@tessera/core';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
@@ -157,5 +158,30 @@ describe('token files in a run', () => {
     expect(info.tokenFiles).toEqual({});
     expect(fake.tokens).toEqual([]);
     expect(existsSync(tokenDir)).toBe(false);
+  });
+});
+
+describe('token files of a killed worker', () => {
+  test('a worker that starts removes the run directories a killed worker left behind', async () => {
+    const dead = spawnSync(process.execPath, ['-e', '']).pid as number;
+    const leftover = join(tokenDir, `tessera-run-7f3c1a2b-${dead}-Ab12Cd`);
+    mkdirSync(leftover, { recursive: true, mode: 0o700 });
+    writeFileSync(join(leftover, 'aws-web-identity-token'), 'a token that is still valid', { mode: 0o600 });
+    const second = createWorker({
+      apiUrl: fake.url,
+      pool: 'default',
+      runnerModule,
+      pollWaitMs: 200,
+      tokenDir,
+      logger,
+      output: { stdout: out, stderr: out },
+    });
+    second.start();
+    try {
+      await waitFor('the leftover directory to be removed', () => !existsSync(leftover) || undefined);
+      expect(logger.lines.join('\n')).toContain(`left behind by worker process ${dead}, which is gone`);
+    } finally {
+      await second.stop();
+    }
   });
 });

@@ -9,7 +9,7 @@ import { FATAL_AUTH_CODES, WorkerCredentials } from './lib/credentials.js';
 import { decideFinalState } from './lib/final-state.js';
 import { type FlowProcess, launchFlowProcess, type ProcessExit } from './lib/flow-process.js';
 import { type RetryingOptions, retrying } from './lib/retry.js';
-import { type ProjectedTokenFiles, projectTokenFiles } from './lib/token-files.js';
+import { type ProjectedTokenFiles, projectTokenFiles, sweepTokenDirs } from './lib/token-files.js';
 import type { StopOptions, WorkerLogger, WorkerOptions } from './options.js';
 
 /** Longest wait between two polls while the server is unreachable, ms. */
@@ -134,6 +134,8 @@ export class Worker {
       `worker "${this.name}" (${this.id}) polling pool "${this.pool}" at ${this.options.apiUrl} with concurrency ${this.options.concurrency}`,
     );
     this.loop = this.pollLoop().catch((e) => this.log.error(`worker poll loop stopped unexpectedly: ${errorMessage(e)}`));
+    // Token files that a killed worker left behind (their tokens are still valid until they expire).
+    void sweepTokenDirs(this.options.tokenDir, this.log);
   }
 
   /**

@@ -1,11 +1,12 @@
+import { spawn, spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type IdentityTokenRequest, type IdentityTokenResponse, TesseraError } from '@tessera/core';
 import { afterEach, describe, expect, test } from 'vitest';
 import { collectingLogger, tempDir, waitFor } from '../../test/helpers.js';
 import { buildRunEnv } from './flow-process.js';
-import { DEFAULT_GCP_TOKEN_URL, type ProjectedTokenFiles, planTokenFiles, projectTokenFiles } from './token-files.js';
+import { DEFAULT_GCP_TOKEN_URL, type ProjectedTokenFiles, planTokenFiles, projectTokenFiles, sweepTokenDirs } from './token-files.js';
 
 const RUN_ID = '7f3c1a2b-0000-4000-8000-000000000001';
 
@@ -305,5 +306,104 @@ describe('projecting token files', () => {
     setTimeout(() => abort.abort(), 50);
     await expect(attempt).rejects.toMatchObject({ code: 'ERR_CANCELLED' });
     expect(readdirSync(baseDir)).toEqual([]);
+  });
+});
+
+describe('sweeping token directories left by a killed worker', () => {
+  /** The pid of a process that has already exited. */
+  const deadPid = () => {
+    const r = spawnSync(process.execPath, ['-e', '']);
+    return r.pid as number;
+  };
+
+  test('removes the directories of a worker process that is gone, and only those', async () => {
+    const base = tempDir('tessera-sweep-');
+    const logger = collectingLogger();
+    const dead = deadPid();
+    const live = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 30000)'], { stdio: 'ignore' });
+    try {
+      const mk = (name: string) => {
+        mkdirSync(join(base, name), { mode: 0o700 });
+        writeFileSync(join(base, name, 'aws-web-identity-token'), 'token', { mode: 0o600 });
+        return name;
+      };
+      const orphan = mk(`tessera-run-7f3c1a2b-${dead}-Ab12Cd`);
+      const mine = mk(`tessera-run-7f3c1a2b-${process.pid}-Ef34Gh`);
+      const other = mk(`tessera-run-7f3c1a2b-${live.pid}-Ij56Kl`);
+      const unrelated = mk('tessera-run-older-format-Mn78Op');
+      // A link named like an orphan must not lead the sweep elsewhere.
+      const target = mk('somewhere-else');
+      symlinkSync(join(base, target), join(base, `tessera-run-0badf00d-${dead}-Qr90St`));
+
+      expect(await sweepTokenDirs(base, logger)).toBe(1);
+      expect(readdirSync(base).sort()).toEqual([mine, other, target, unrelated, `tessera-run-0badf00d-${dead}-Qr90St`].sort());
+      expect(readdirSync(join(base, target))).toEqual(['aws-web-identity-token']);
+      expect(logger.lines.join('\n')).toContain(`removed the token files of run 7f3c1a2b, left behind by worker process ${dead}`);
+      expect(existsSync(join(base, orphan))).toBe(false);
+      // Nothing there, or no directory at all: nothing to do, no error.
+      expect(await sweepTokenDirs(join(base, 'missing'), logger)).toBe(0);
+    } finally {
+      live.kill('SIGKILL');
+    }
+  });
+
+  test("a run's directory carries its worker's pid, which the sweep reads", async () => {
+    const base = tempDir('tessera-sweep-');
+    const { issue } = issuer();
+    const files = await projectTokenFiles({
+      spec: { aws: { roleArn: 'arn:aws:iam::123456789012:role/r' } },
+      runId: RUN_ID,
+      baseDir: base,
+      issue,
+      logger: collectingLogger(),
+      label: 'run 7f3c1a2b',
+      retryForMs: 1_000,
+    });
+    try {
+      expect(files.dir).toMatch(new RegExp(`/tessera-run-7f3c1a2b-${process.pid}-[0-9A-Za-z]{6}$`));
+      // This worker is alive: its directory stays.
+      expect(await sweepTokenDirs(base, collectingLogger())).toBe(0);
+      expect(existsSync(files.dir)).toBe(true);
+    } finally {
+      await files.close();
+    }
+  });
+});
+
+describe('a worker process killed with SIGKILL', () => {
+  test('leaves its run directory behind, and the next sweep removes it', async () => {
+    const base = tempDir('tessera-sweep-');
+    // A real process projects a run's token files (as the worker does), then is killed before it can clean up.
+    const script = `
+      const { projectTokenFiles } = await import(${JSON.stringify(new URL('../../dist/lib/token-files.js', import.meta.url).href)});
+      const part = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+      const iat = Math.floor(Date.now() / 1000);
+      const token = part({ alg: 'none' }) + '.' + part({ aud: 'sts.amazonaws.com', iat, exp: iat + 600, jti: 'j1' }) + '.c2ln';
+      const files = await projectTokenFiles({
+        spec: { aws: { roleArn: 'arn:aws:iam::123456789012:role/r' } },
+        runId: ${JSON.stringify(RUN_ID)},
+        baseDir: ${JSON.stringify(base)},
+        issue: async (req) => ({ token, tokenType: 'JWT', jti: 'j1', expiresAt: new Date((iat + 600) * 1000).toISOString(), kid: 'k1', audience: req.audience }),
+        logger: { info() {}, warn() {}, error() {} },
+        label: 'run 7f3c1a2b',
+        retryForMs: 1000,
+      });
+      process.stdout.write(files.dir + '\\n');
+      setInterval(() => {}, 1000);
+    `;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const runDir = await new Promise<string>((resolve, reject) => {
+      child.stdout?.once('data', (d: Buffer) => resolve(d.toString().trim()));
+      child.once('exit', (code) => reject(new Error(`the child exited (${code}) before projecting`)));
+    });
+    expect(readdirSync(runDir)).toEqual(['aws-web-identity-token']);
+    const logger = collectingLogger();
+    // Alive: not touched.
+    expect(await sweepTokenDirs(base, logger)).toBe(0);
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('exit', r));
+    expect(existsSync(runDir)).toBe(true);
+    expect(await sweepTokenDirs(base, logger)).toBe(1);
+    expect(existsSync(runDir)).toBe(false);
   });
 });

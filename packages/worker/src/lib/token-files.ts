@@ -6,7 +6,7 @@
  * one file per audience, replaced atomically, refreshed at 80% of its lifetime.
  */
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   formatDuration,
@@ -188,7 +188,8 @@ export interface ProjectedTokenFiles {
  */
 export async function projectTokenFiles(options: ProjectTokenFilesOptions): Promise<ProjectedTokenFiles> {
   await mkdir(options.baseDir, { recursive: true, mode: 0o700 });
-  const dir = await mkdtemp(join(options.baseDir, `tessera-run-${options.runId.slice(0, 8)}-`));
+  // The name carries the worker's pid, for the sweep of a later worker should this one be killed.
+  const dir = await mkdtemp(join(options.baseDir, `${RUN_DIR_PREFIX}${options.runId.slice(0, 8)}-${process.pid}-`));
   const projector = new Projector(options, dir);
   try {
     await chmod(dir, 0o700);
@@ -198,6 +199,55 @@ export async function projectTokenFiles(options: ProjectTokenFilesOptions): Prom
     throw e;
   }
   return projector;
+}
+
+/** Run directories are named `tessera-run-<run id prefix>-<worker pid>-<random>`. */
+const RUN_DIR_PREFIX = 'tessera-run-';
+const RUN_DIR_NAME = /^tessera-run-([0-9a-z]{1,8})-(\d+)-[0-9A-Za-z]{6}$/;
+
+/** Whether a process with this pid exists (on this machine; EPERM means it does, under another user). */
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Removes the run directories in `baseDir` that a worker which no longer exists left behind: a worker
+ * killed with SIGKILL cannot remove its runs' directories, and the tokens in them stay valid until
+ * they expire. A directory is removed only when it is ours (this user's, a real directory, not a
+ * link) and the worker process its name carries is gone; a live worker's directories (this one's or
+ * another's sharing the base directory) and anything else are left alone. Never throws; returns how
+ * many it removed.
+ */
+export async function sweepTokenDirs(baseDir: string, logger: WorkerLogger): Promise<number> {
+  let entries: string[];
+  try {
+    entries = await readdir(baseDir);
+  } catch {
+    return 0;
+  }
+  let removed = 0;
+  for (const name of entries) {
+    const m = RUN_DIR_NAME.exec(name);
+    if (!m) continue;
+    const pid = Number(m[2]);
+    if (pid <= 0 || pid === process.pid || processExists(pid)) continue;
+    const dir = join(baseDir, name);
+    try {
+      const st = await lstat(dir);
+      if (!st.isDirectory() || (process.getuid && st.uid !== process.getuid())) continue;
+      await rm(dir, { recursive: true, force: true, maxRetries: 3 });
+      removed++;
+      logger.info(`removed the token files of run ${m[1]}, left behind by worker process ${pid}, which is gone`);
+    } catch {
+      // Gone meanwhile, or not removable: leave it.
+    }
+  }
+  return removed;
 }
 
 /** What the worker knows of the token currently in a file. */
