@@ -97,6 +97,41 @@ describe('the thread signer', () => {
     expect(started).toHaveLength(2);
   });
 
+  it('lets go of a forgotten key in every thread, and sends it again if it is used after all', async () => {
+    const started: Worker[] = [];
+    const signer = createThreadSigner({ threads: 2, inlineEs256Max: 0, onThreadStart: (w) => started.push(w) });
+    signers.push(signer);
+    const a = await generateSigningKey('ES256');
+    const b = await generateSigningKey('RS256');
+    await Promise.all(Array.from({ length: 8 }, (_, i) => signCompactJwt(i % 2 ? a : b, { i }, signer)));
+    const held = () =>
+      Promise.all(
+        started.map(
+          (w) =>
+            new Promise<number>((resolve) => {
+              const on = (m: { keysHeld?: number }) => {
+                if (m.keysHeld === undefined) return;
+                w.off('message', on);
+                resolve(m.keysHeld);
+              };
+              w.on('message', on);
+              w.postMessage({ type: 'count' });
+            }),
+        ),
+      );
+    expect(await held()).toEqual([2, 2]);
+    signer.forget(a);
+    expect(await held()).toEqual([1, 1]);
+    signer.forget(a); // twice: nothing more to do
+    // A request that still holds the key (it was asked for before the key was dropped) is signed.
+    const late = await signCompactJwt(a, { late: true }, signer);
+    expect(await verifies(late, a)).toBe(true);
+    signer.forget(a);
+    signer.forget(b);
+    expect(await held()).toEqual([0, 0]);
+    poolSigner.forget(a);
+  });
+
   it('signs with the same keys as the pool signer (the same signature scheme)', async () => {
     const key = await generateSigningKey('ES256');
     expect(await verifies(await signCompactJwt(key, { via: 'pool' }, poolSigner), key)).toBe(true);

@@ -24,6 +24,8 @@ import type { SigningKey } from './keys.js';
 export interface JwsSigner {
   /** The base64url signature of `input` with `key` (RS256: PKCS#1 v1.5; ES256: R‖S, 64 bytes). */
   sign(key: SigningKey, input: string): Promise<string>;
+  /** Lets go of every copy of `key` the signer made (a thread's clone); signing with it later sends it again. */
+  forget(key: SigningKey): void;
   /** Stops the threads; later calls sign on the pool. */
   close(): Promise<void>;
 }
@@ -76,7 +78,7 @@ export function signOnPool(key: SigningKey, input: string): Promise<string> {
 }
 
 /** The default signer: libuv's pool, nothing to start or stop. */
-export const poolSigner: JwsSigner = { sign: signOnPool, close: async () => {} };
+export const poolSigner: JwsSigner = { sign: signOnPool, forget: () => {}, close: async () => {} };
 
 const THREAD_SOURCE = `
 const { parentPort } = require('node:worker_threads');
@@ -84,6 +86,8 @@ const { sign } = require('node:crypto');
 const keys = new Map();
 parentPort.on('message', (m) => {
   if (m.type === 'key') { keys.set(m.keyId, { key: m.key, alg: m.alg }); return; }
+  if (m.type === 'forget') { keys.delete(m.keyId); return; }
+  if (m.type === 'count') { parentPort.postMessage({ keysHeld: keys.size }); return; }
   const k = keys.get(m.keyId);
   const out = new Array(m.inputs.length);
   for (let i = 0; i < m.inputs.length; i++) {
@@ -229,6 +233,15 @@ export function createThreadSigner(options: ThreadSignerOptions = {}): JwsSigner
           setImmediate(flush);
         }
       });
+    },
+    forget(key) {
+      const keyId = keyIds.get(key.privateKey);
+      if (keyId === undefined) return;
+      for (const t of threads) {
+        if (!t || t.dead || !t.keyIds.delete(keyId)) continue;
+        // After any batch already sent with it: a thread takes its messages in order.
+        t.worker.postMessage({ type: 'forget', keyId });
+      }
     },
     async close() {
       closed = true;

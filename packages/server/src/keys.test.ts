@@ -234,12 +234,17 @@ describe('key expiry (fake clock)', () => {
     expect(retired).toMatchObject({ state: 'retired', tokensIssued: 2, lastTokenExpiresAt: long.expiresAt });
     expect(retired.expiresAt).toBe(new Date(t0 + 40 * 60_000).toISOString());
 
+    const dropped: string[] = [];
+    server.services.keys.onKeyDropped((key) => dropped.push(key.kid));
     clock.set(t0 + 40 * 60_000 - 1_000);
     await server.tick();
     expect(await jwksKids(server.url)).toContain(a.kid);
+    expect(dropped).toEqual([]);
     clock.set(t0 + 40 * 60_000 + 1_000);
     await server.tick();
     expect(await jwksKids(server.url)).not.toContain(a.kid);
+    // Its private key is gone from this replica's memory, signer threads included.
+    expect(dropped).toEqual([a.kid]);
     expect(await keyByKid(server, a.kid)).toMatchObject({ state: 'expired', published: false });
   });
 
@@ -272,8 +277,12 @@ describe('emergency rotation', () => {
       const jwksUri = new URL(`${server.issuer}/.well-known/jwks.json`);
       await jwtVerify(old.token, createRemoteJWKSet(jwksUri), { issuer: server.issuer, audience: AUDIENCE });
 
+      // The private key is let go of everywhere it was copied (the signer threads listen here).
+      const dropped: string[] = [];
+      server.services.keys.onKeyDropped((key) => dropped.push(key.kid));
       const res = await server.client.rotateSigningKeys({ revokeCurrent: true });
       expect(res.revoked.map((k) => k.kid)).toContain(old.kid);
+      expect(dropped).toContain(old.kid);
       expect(res.revoked.find((k) => k.kid === old.kid)).toMatchObject({ state: 'revoked', published: false, tokensIssued: 1 });
       expect(res.created.every((k) => k.state === 'active')).toBe(true);
       expect(await jwksKids(server.url)).not.toContain(old.kid);

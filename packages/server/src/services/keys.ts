@@ -118,6 +118,8 @@ const ms = (v: string | null): number | null => (v === null ? null : Date.parse(
  */
 export class KeyManager {
   private readonly held = new Map<string, HeldKey>();
+  /** Told of every private key this replica lets go of (retired past its tokens, revoked, superseded). */
+  private readonly dropListeners: ((key: SigningKey) => void)[] = [];
   private settings: KeySettings = DEFAULT_KEY_SETTINGS;
   private keyFile: string | undefined;
   private queue: Promise<unknown> = Promise.resolve();
@@ -319,8 +321,24 @@ export class KeyManager {
         const now = this.ctx.clock.now();
         for (const held of this.held.values()) if (held.retiredAt === null || held.retiredAt > now) await this.setRetired(held, now);
       }
-      this.held.clear();
+      for (const held of [...this.held.values()]) this.drop(held);
     });
+  }
+
+  /** Calls `listener` with each private key this replica lets go of, so that copies elsewhere (signer threads) go too. */
+  onKeyDropped(listener: (key: SigningKey) => void): void {
+    this.dropListeners.push(listener);
+  }
+
+  private drop(held: HeldKey): void {
+    this.held.delete(held.key.kid);
+    for (const listener of this.dropListeners) {
+      try {
+        listener(held.key);
+      } catch {
+        // A listener's failure must not keep the key here.
+      }
+    }
   }
 
   /** The JWKS: pending keys (published before they sign), the active ones, and retired keys whose tokens may still be valid. */
@@ -491,7 +509,7 @@ export class KeyManager {
       for (const h of live) {
         const row = byKid.get(h.key.kid);
         if (!row || row.revoked_at !== null) {
-          this.held.delete(h.key.kid);
+          this.drop(h);
         } else if (row.retired_at !== null && Date.parse(row.retired_at) !== h.retiredAt) {
           h.retiredAt = Date.parse(row.retired_at);
         }
@@ -525,7 +543,7 @@ export class KeyManager {
           .set({ retired_at: iso(now), expires_at: iso(now) })
           .where('kid', '=', h.key.kid)
           .execute();
-        this.held.delete(h.key.kid);
+        this.drop(h);
         superseded.push(h.key.kid);
       }
     }
@@ -539,7 +557,7 @@ export class KeyManager {
           .set({ retired_at: iso(now), expires_at: iso(now), revoked_at: iso(now) })
           .where('kid', '=', current.key.kid)
           .execute();
-        this.held.delete(current.key.kid);
+        this.drop(current);
         revoked.push(current.key.kid);
       } else {
         // The hand-over instant: the current key stops signing exactly when the new one starts.
@@ -626,7 +644,7 @@ export class KeyManager {
       if (held.retiredAt === null || held.retiredAt > now) continue;
       const row = await this.row(held.key.kid);
       if (!row || !isPublished(keyState(rowTimes(row), now))) {
-        this.held.delete(held.key.kid);
+        this.drop(held);
         dropped = true;
       }
     }

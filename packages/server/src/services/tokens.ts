@@ -103,7 +103,10 @@ export class TokenService {
     private readonly issuer: () => string,
     /** Who signs (threads started at the first token; see `createThreadSigner`). */
     private readonly signer: JwsSigner = createThreadSigner(),
-  ) {}
+  ) {
+    // A key this replica lets go of leaves the signer threads too.
+    keys.onKeyDropped((key) => signer.forget(key));
+  }
 
   /** Stops the signing threads (tokens asked for afterwards are signed on libuv's pool). */
   close(): Promise<void> {
