@@ -27,6 +27,8 @@ import type {
 } from './api.js';
 import { errorFromApiBody, TesseraError } from './errors.js';
 import type {
+  IdentityTokenPreview,
+  IdentityTokenPreviewRequest,
   IntrospectionResponse,
   IssuedIdentityToken,
   PutWorkspaceIdentityRequest,
@@ -253,6 +255,10 @@ export class ApiClient {
   /** Revokes a run's identity: its tokens turn inactive and it gets no more (`ERR_IDENTITY_REVOKED`). */
   revokeRunIdentity(runId: string, body: RevokeRunIdentityRequest = {}): Promise<RevokeRunIdentityResponse> {
     return this.request('POST', `/api/flow-runs/${enc(runId)}/revoke-identity`, { body });
+  }
+  /** The token a run would get now for `audience`, unsigned, built by the issuer (nothing is issued or recorded). */
+  previewIdentityToken(runId: string, body: IdentityTokenPreviewRequest): Promise<IdentityTokenPreview> {
+    return this.request('POST', `/api/flow-runs/${enc(runId)}/identity-preview`, { body });
   }
   /** The workspace's `sub` template. */
   getWorkspaceIdentity(workspace = 'default'): Promise<WorkspaceIdentitySettings> {

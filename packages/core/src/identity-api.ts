@@ -60,3 +60,27 @@ export interface RevokeRunIdentityResponse {
   /** True when the run's identity had been revoked before this call (the call changes nothing). */
   alreadyRevoked: boolean;
 }
+
+/** `POST /api/flow-runs/:id/identity-preview`: the token the run would get, as the token endpoint builds it. */
+export interface IdentityTokenPreviewRequest {
+  audience: string;
+  /** As for a token: seconds or a duration (`15m`). @default 5 minutes */
+  lifetime?: number | string;
+  /** A task run of this run, for a task-scoped token. */
+  taskRunId?: string;
+  taskName?: string;
+}
+
+/**
+ * The answer of `POST /api/flow-runs/:id/identity-preview`: the header and claims of the token the
+ * run would get now, unsigned and unrecorded (`jti` is `(not issued)`), built by the issuer's own code.
+ */
+export interface IdentityTokenPreview {
+  header: { alg: string; typ: 'JWT'; kid: string };
+  claims: RunTokenClaims & Record<string, unknown>;
+  /** The run's state: a run that has ended gets no token (its credential died with it). */
+  runState: string;
+  /** Whether the deployment allows the audience; when not, the token endpoint refuses (`ERR_AUDIENCE_NOT_ALLOWED`). */
+  audienceAllowed: boolean;
+  allowedAudiences: string[];
+}

@@ -714,3 +714,49 @@ describe('no leaks', () => {
     expect(joined).not.toMatch(CREDENTIAL);
   });
 });
+
+describe('preview (tessera token explain --run)', () => {
+  it('shows exactly the claims and header the token endpoint issues, without issuing or recording anything', async () => {
+    const clock = createFakeClock('2026-11-29T08:00:00Z');
+    const s = await startTestServer({ clock, backgroundServices: false });
+    try {
+      await s.client.createWorkPool({ name: 'default' });
+      await deploy(s, {
+        name: 'preview-etl',
+        project: 'data',
+        identity: {
+          audiences: ['sts.amazonaws.com'],
+          algorithm: 'ES256',
+          awsSessionTags: true,
+          subTemplate: ['workspace', 'deployment_id', 'environment'],
+        },
+      });
+      const { runId, as } = await startRun(s, 'preview-etl', ['adhoc']);
+      const metrics = async () =>
+        (await (await fetch(`${s.url}/metrics`)).text()).match(/^tessera_identity_tokens_issued_total (\d+)$/m)?.[1];
+      const before = await metrics();
+      const preview = await s.client.previewIdentityToken(runId, { audience: 'sts.amazonaws.com', lifetime: '15m' });
+      expect(await metrics()).toBe(before);
+      const issued = await as.issueIdentityToken({ audience: 'sts.amazonaws.com', lifetime: '15m' });
+      const { jti, ...claims } = decodeJwt(issued.token);
+      expect({ ...preview.claims, jti: undefined }).toEqual({ ...claims, jti: undefined });
+      expect(preview.claims.jti).toBe('(not issued)');
+      expect(jti).toBe(issued.jti);
+      expect(preview.header).toEqual(decodeProtectedHeader(issued.token));
+      expect(preview).toMatchObject({ runState: 'RUNNING', audienceAllowed: true, allowedAudiences: ['sts.amazonaws.com'] });
+
+      // An audience the deployment does not allow: shown, and said to be refused.
+      const other = await s.client.previewIdentityToken(runId, { audience: 'vault.internal' });
+      expect(other).toMatchObject({ audienceAllowed: false, claims: { aud: 'vault.internal' } });
+      // The run's own refusals stand (revoked identity), and a viewer is enough; a run credential is not.
+      expect((await failure(as.previewIdentityToken(runId, { audience: 'sts.amazonaws.com' }))).code).toBe('ERR_FORBIDDEN');
+      await s.client.revokeRunIdentity(runId);
+      expect((await failure(s.client.previewIdentityToken(runId, { audience: 'sts.amazonaws.com' }))).code).toBe('ERR_IDENTITY_REVOKED');
+      expect((await failure(s.client.previewIdentityToken(randomUUID(), { audience: 'sts.amazonaws.com' }))).code).toBe(
+        'ERR_RUN_NOT_FOUND',
+      );
+    } finally {
+      await s.close();
+    }
+  });
+});

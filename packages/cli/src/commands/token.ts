@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { type ApiClient, type Deployment, formatDuration, parseDuration, TesseraError } from '@tessera/core';
-import { buildAwsSessionTags, DEFAULT_SUB_TEMPLATE, renderSubject } from '@tessera/identity';
+import { type ApiClient, type Deployment, formatDuration, isTerminal, type StateType, TesseraError } from '@tessera/core';
+import { DEFAULT_SUB_TEMPLATE, renderSubject } from '@tessera/identity';
 import {
   checkSignature,
   createVerifier,
@@ -10,7 +10,6 @@ import {
   type ExplainCheck,
   type ExplainResult,
   type ExplainTarget,
-  expectedRunToken,
   explainToken,
   parseTrustConfig,
   type TrustConfig,
@@ -378,50 +377,34 @@ Exit status: 0 accepted · 1 refused (or not every check could be simulated) · 
       if (opts.run) {
         if (!opts.audience) throw new UsageError('--run needs --audience: the audience the run would ask for');
         const run = await client.getFlowRun(opts.run);
-        if (!run.deploymentName) {
-          throw new TesseraError('ERR_NO_IDENTITY', `run ${run.id.slice(0, 8)} has no deployment, so it gets no identity tokens`);
-        }
-        const d = await client.getDeployment(run.deploymentName);
-        const { issuer } = await serverDiscovery(client);
-        const lifetimeSeconds = Math.floor(parseDuration(opts.lifetime ?? '5m', '--lifetime') / 1000);
-        decoded = expectedRunToken({
-          issuer,
-          audience: opts.audience,
-          subject: await subjectOf(client, d),
-          deployment: d,
-          run,
-          now,
-          lifetimeSeconds,
-        });
-        if (d.identity?.awsSessionTags) {
-          decoded.claims['https://aws.amazon.com/tags'] = buildAwsSessionTags({
-            workspace: 'default',
-            project: d.project ?? 'default',
-            flow: run.flowName,
-            deployment: d.name,
-            deployment_id: d.id,
-            environment: d.environment ?? 'dev',
-            work_pool: run.workPool,
-            run_id: run.id,
+        // Built by the issuer itself (same code as the token endpoint), unsigned and unrecorded.
+        const preview = await client.previewIdentityToken(run.id, { audience: opts.audience, lifetime: opts.lifetime ?? '5m' });
+        decoded = { header: preview.header, claims: preview.claims };
+        const deployment = String(preview.claims.deployment);
+        if (isTerminal(preview.runState as StateType)) {
+          pre.push({
+            id: 'tessera.run',
+            ok: false,
+            message: `Tessera would not issue this token now: run ${run.id.slice(0, 8)} has ended (${preview.runState}), and its credential with it`,
+            answer: 'ERR_CREDENTIAL_REVOKED (the run credential died with the run)',
           });
         }
-        const allowed = d.identity?.audiences ?? [];
         pre.push(
-          allowed.includes(opts.audience)
+          preview.audienceAllowed
             ? {
                 id: 'tessera.audience',
                 ok: true,
-                message: `Tessera issues ${JSON.stringify(opts.audience)} tokens to deployment ${d.name}`,
+                message: `Tessera issues ${JSON.stringify(opts.audience)} tokens to deployment ${deployment}`,
               }
             : {
                 id: 'tessera.audience',
                 ok: false,
-                message: `Tessera would not issue this token: audience ${JSON.stringify(opts.audience)} is not allowed for deployment ${JSON.stringify(d.name)}`,
-                detail: `allowed: ${allowed.join(', ') || 'none'}; add it to identity.audiences in tessera.yaml and deploy again`,
+                message: `Tessera would not issue this token: audience ${JSON.stringify(opts.audience)} is not allowed for deployment ${JSON.stringify(deployment)}`,
+                detail: `allowed: ${preview.allowedAudiences.join(', ') || 'none'}; add it to identity.audiences in tessera.yaml and deploy again`,
                 answer: `ERR_AUDIENCE_NOT_ALLOWED (from Tessera, before any relying party sees a token)`,
               },
         );
-        about = `the token run ${run.id.slice(0, 8)} (${d.name}, attempt ${Math.max(1, run.attempt)}) would get now: ${describeToken(decoded)}`;
+        about = `the token run ${run.id.slice(0, 8)} (${deployment}, attempt ${Math.max(1, run.attempt)}) would get now: ${describeToken(decoded)}`;
       } else {
         const raw = await readTokenArgument(arg);
         decoded = decodeToken(raw);

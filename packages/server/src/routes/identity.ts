@@ -94,6 +94,23 @@ export function registerIdentityRoutes(app: FastifyInstance, s: Services): void 
   });
 
   route(app, {
+    method: 'POST',
+    url: '/api/flow-runs/:id/identity-preview',
+    access: 'viewer',
+    summary:
+      'The token a run would get now for an audience, unsigned and unrecorded, built by the issuer itself (for `tessera token explain --run`)',
+    tags: ['identity', 'flow runs'],
+    body: S.identityTokenPreview,
+    handler: ({ params, body }) =>
+      s.tokens.preview(params.id as string, {
+        audience: body.audience,
+        ...(body.lifetime !== undefined ? { lifetime: body.lifetime } : {}),
+        ...(body.taskRunId ? { taskRunId: body.taskRunId } : {}),
+        ...(body.taskName ? { taskName: body.taskName } : {}),
+      }),
+  });
+
+  route(app, {
     method: 'GET',
     url: '/api/workspaces/:workspace/identity',
     access: 'viewer',

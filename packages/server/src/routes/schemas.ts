@@ -184,6 +184,15 @@ export const workerPoll = z
   })
   .strict();
 
+export const identityTokenPreview = z
+  .object({
+    audience: z.string().min(1).max(1000),
+    lifetime: z.union([z.number(), z.string()]).optional(),
+    taskRunId: z.uuid().optional(),
+    taskName: z.string().max(200).optional(),
+  })
+  .strict();
+
 export const identityToken = z
   .object({
     audience: z.string().max(1000).optional(),

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import {
   type DeploymentIdentity,
+  type IdentityTokenPreview,
   type IdentityTokenRequest,
   type IssuedIdentityToken,
   parseDuration,
@@ -14,6 +15,7 @@ import {
   DEFAULT_SUB_TEMPLATE,
   type JwsSigner,
   mintRunToken,
+  NBF_BACKDATE_SECONDS,
   parseSubTemplate,
   type RunTokenOwnClaims,
   renderSubject,
@@ -82,6 +84,24 @@ const RUN_FOR_TOKEN = prepared((db, p) =>
     .where('r.id', '=', p(0)),
 );
 
+/** The request's one audience, trimmed. @throws TesseraError `ERR_AUDIENCE_REQUIRED` */
+function audienceOf(req: IdentityTokenRequest): string {
+  const audience = typeof req.audience === 'string' ? req.audience.trim() : '';
+  if (!audience) {
+    throw new TesseraError(
+      'ERR_AUDIENCE_REQUIRED',
+      'audience: required. Name the service that will verify the token, e.g. identity.token({ audience: "sts.amazonaws.com" })',
+      {
+        details: { field: 'audience' },
+      },
+    );
+  }
+  return audience;
+}
+
+/** A run as {@link RUN_FOR_TOKEN} reads it. */
+type TokenRun = NonNullable<Awaited<ReturnType<(typeof RUN_FOR_TOKEN)['first']>>>;
+
 /**
  * Issues run identity tokens: the caller is a live run credential whose run's identity is not
  * revoked; the audience must be on the deployment's allowlist; the lifetime is capped by the
@@ -120,25 +140,106 @@ export class TokenService {
    *   (lifetime, task run), `ERR_DPOP_PROOF_INVALID`.
    */
   async issue(principal: RunCredentialPrincipal, req: IdentityTokenRequest, dpop?: DpopRequest): Promise<IssuedIdentityToken> {
-    const audience = typeof req.audience === 'string' ? req.audience.trim() : '';
-    if (!audience) {
-      throw new TesseraError(
-        'ERR_AUDIENCE_REQUIRED',
-        'audience: required. Name the service that will verify the token, e.g. identity.token({ audience: "sts.amazonaws.com" })',
-        {
-          details: { field: 'audience' },
-        },
-      );
-    }
+    const audience = audienceOf(req);
     this.rateLimit(principal.runId);
-    const run = await RUN_FOR_TOKEN.first(this.ctx.db, [principal.runId]);
-    if (!run) throw new TesseraError('ERR_RUN_NOT_FOUND', `run ${principal.runId} no longer exists`);
+    const run = await this.runFor(principal.runId);
     if (run.attempt !== principal.attempt) {
       throw new TesseraError(
         'ERR_CREDENTIAL_REVOKED',
         `this run credential is for attempt ${principal.attempt}; the run is on attempt ${run.attempt}`,
       );
     }
+    const parts = await this.tokenParts(run, audience, req);
+    const now = new Date(this.ctx.clock.now());
+    const bound = dpop
+      ? await verifyDpopProof(dpop.proof, {
+          method: dpop.method,
+          urls: dpop.urls,
+          now,
+          remember: (jkt, jti, until) => this.rememberProof(jkt, jti, until),
+        })
+      : undefined;
+    const { identity, lifetimeMs, sub, taskRunId } = parts;
+    const claims = this.claimsOf(parts, bound);
+    const key = this.keys.signingKey(identity.algorithm ?? 'RS256');
+    const minted = await mintRunToken({
+      key,
+      signer: this.signer,
+      issuer: this.issuer(),
+      audience,
+      subject: sub,
+      lifetimeSeconds: Math.floor(lifetimeMs / 1000),
+      now,
+      claims,
+    });
+    // Recorded (committed) before the token is handed out, as before; only grouped with the records of
+    // concurrent requests into one INSERT.
+    await this.record({
+      jti: minted.jti,
+      flow_run_id: run.id,
+      attempt: run.attempt,
+      task_run_id: taskRunId ?? null,
+      aud: audience,
+      sub,
+      kid: key.kid,
+      issued_at: iso(minted.issuedAt.getTime()),
+      expires_at: iso(minted.expiresAt.getTime()),
+      revoked_at: null,
+      cnf_jkt: bound?.jkt ?? null,
+    });
+    return {
+      token: minted.token,
+      tokenType: 'JWT',
+      expiresAt: minted.expiresAt.toISOString(),
+      jti: minted.jti,
+      kid: key.kid,
+      alg: key.alg,
+      sub,
+      aud: audience,
+      ...(bound ? { cnf: { jkt: bound.jkt } } : {}),
+    };
+  }
+
+  /**
+   * The token `runId` would get now for `req.audience`, unsigned and unrecorded, built by the same code
+   * as {@link issue} (for `tessera token explain --run`). No rate limit, no credential: the caller is
+   * a person allowed to read the run.
+   * @throws TesseraError as {@link issue} for the run, its identity and the request, but for the audience:
+   *   whether it is allowed is part of the answer.
+   */
+  async preview(runId: string, req: IdentityTokenRequest): Promise<IdentityTokenPreview> {
+    const audience = audienceOf(req);
+    const run = await this.runFor(runId);
+    // Not refused for its audience: the preview says whether Tessera would issue it, and shows it anyway.
+    const parts = await this.tokenParts(run, audience, req, false);
+    const key = this.keys.signingKey(parts.identity.algorithm ?? 'RS256');
+    const iat = Math.floor(this.ctx.clock.now() / 1000);
+    return {
+      header: { alg: key.alg, typ: 'JWT', kid: key.kid },
+      claims: {
+        iss: this.issuer(),
+        sub: parts.sub,
+        aud: audience,
+        iat,
+        nbf: iat - NBF_BACKDATE_SECONDS,
+        exp: iat + Math.floor(parts.lifetimeMs / 1000),
+        jti: '(not issued)',
+        ...this.claimsOf(parts, undefined),
+      },
+      runState: run.state_type,
+      audienceAllowed: parts.identity.audiences.includes(audience),
+      allowedAudiences: parts.identity.audiences,
+    };
+  }
+
+  private async runFor(runId: string): Promise<TokenRun> {
+    const run = await RUN_FOR_TOKEN.first(this.ctx.db, [runId]);
+    if (!run) throw new TesseraError('ERR_RUN_NOT_FOUND', `run ${runId} no longer exists`);
+    return run;
+  }
+
+  /** Everything a token of `run` for `audience` is made of but the proof binding: the checks of the run's identity and the request, `sub`. */
+  private async tokenParts(run: TokenRun, audience: string, req: IdentityTokenRequest, enforceAudience = true) {
     if (run.identity_revoked_at) {
       throw new TesseraError(
         'ERR_IDENTITY_REVOKED',
@@ -152,7 +253,7 @@ export class TokenService {
       );
     }
     const identity = fromJson<DeploymentIdentity>(run.identity, { audiences: [] });
-    if (!identity.audiences.includes(audience)) {
+    if (enforceAudience && !identity.audiences.includes(audience)) {
       const suggestion = closest(audience, identity.audiences);
       throw new TesseraError(
         'ERR_AUDIENCE_NOT_ALLOWED',
@@ -212,23 +313,21 @@ export class TokenService {
       },
       template.source === 'deployment' ? 'identity.subTemplate' : 'subTemplate',
     );
-    const now = new Date(this.ctx.clock.now());
-    const bound = dpop
-      ? await verifyDpopProof(dpop.proof, {
-          method: dpop.method,
-          urls: dpop.urls,
-          now,
-          remember: (jkt, jti, until) => this.rememberProof(jkt, jti, until),
-        })
-      : undefined;
+    const { deployment, deployment_id: deploymentId } = run;
+    return { run, deployment, deploymentId, identity, lifetimeMs, taskRunId, taskName, sub, template, environment, project, triggeredBy };
+  }
+
+  /** The token's own claims, in one fixed order (see below). */
+  private claimsOf(parts: Awaited<ReturnType<TokenService['tokenParts']>>, bound: { jkt: string } | undefined): RunTokenOwnClaims {
+    const { run, deployment, deploymentId, identity, taskRunId, taskName, template, environment, project, triggeredBy } = parts;
     // One shape for every token (optional claims appended in a fixed order), not conditional spreads:
     // V8 then reuses the same hidden classes instead of building new ones per token.
     const claims: RunTokenOwnClaims = {
       workspace: WORKSPACE,
       project,
       flow: run.flow,
-      deployment: run.deployment,
-      deployment_id: run.deployment_id,
+      deployment,
+      deployment_id: deploymentId,
       environment,
       run_id: run.id,
       run_attempt: run.attempt,
@@ -247,50 +346,14 @@ export class TokenService {
         workspace: WORKSPACE,
         project,
         flow: run.flow,
-        deployment: run.deployment,
-        deployment_id: run.deployment_id,
+        deployment,
+        deployment_id: deploymentId,
         environment,
         work_pool: run.pool,
         run_id: run.id,
       });
     }
-    const key = this.keys.signingKey(identity.algorithm ?? 'RS256');
-    const minted = await mintRunToken({
-      key,
-      signer: this.signer,
-      issuer: this.issuer(),
-      audience,
-      subject: sub,
-      lifetimeSeconds: Math.floor(lifetimeMs / 1000),
-      now,
-      claims,
-    });
-    // Recorded (committed) before the token is handed out, as before; only grouped with the records of
-    // concurrent requests into one INSERT.
-    await this.record({
-      jti: minted.jti,
-      flow_run_id: run.id,
-      attempt: run.attempt,
-      task_run_id: taskRunId ?? null,
-      aud: audience,
-      sub,
-      kid: key.kid,
-      issued_at: iso(minted.issuedAt.getTime()),
-      expires_at: iso(minted.expiresAt.getTime()),
-      revoked_at: null,
-      cnf_jkt: bound?.jkt ?? null,
-    });
-    return {
-      token: minted.token,
-      tokenType: 'JWT',
-      expiresAt: minted.expiresAt.toISOString(),
-      jti: minted.jti,
-      kid: key.kid,
-      alg: key.alg,
-      sub,
-      aud: audience,
-      ...(bound ? { cnf: { jkt: bound.jkt } } : {}),
-    };
+    return claims;
   }
 
   /**
