@@ -18,14 +18,19 @@ function freshFile(): string {
   return join(dir, 'db.sqlite');
 }
 
+/** A fresh WAL database with automatic checkpoints off and a table `t` to write to. */
+function walDatabase() {
+  const file = freshFile();
+  const db = new Database(file);
+  db.pragma('journal_mode = WAL');
+  db.pragma('wal_autocheckpoint = 0');
+  db.exec('create table t (id integer primary key, v text)');
+  return { file, db, insert: db.prepare('insert into t (v) values (?)') };
+}
+
 describe.skipIf(testStore() === 'postgres')('the SQLite checkpointer thread', () => {
   it('moves committed WAL frames into the database while the writer keeps its connection, so the WAL is reused', async () => {
-    const file = freshFile();
-    const db = new Database(file);
-    db.pragma('journal_mode = WAL');
-    db.pragma('wal_autocheckpoint = 0');
-    db.exec('create table t (id integer primary key, v text)');
-    const insert = db.prepare('insert into t (v) values (?)');
+    const { file, db, insert } = walDatabase();
     const reports: { log: number; checkpointed: number }[] = [];
     const done = new Promise<void>((resolve) => {
       const c = startCheckpointer(file, {
@@ -52,12 +57,7 @@ describe.skipIf(testStore() === 'postgres')('the SQLite checkpointer thread', ()
   });
 
   it('restarts a long WAL even while writes never pause, so the file stops growing', async () => {
-    const file = freshFile();
-    const db = new Database(file);
-    db.pragma('journal_mode = WAL');
-    db.pragma('wal_autocheckpoint = 0');
-    db.exec('create table t (id integer primary key, v text)');
-    const insert = db.prepare('insert into t (v) values (?)');
+    const { file, db, insert } = walDatabase();
     const c = startCheckpointer(file, { intervalMs: 10, restartFrames: 50 });
     // A transaction every millisecond or so for 1.5 s, like a busy server's group commits: without a
     // restart the WAL would hold every frame written, several MB.
@@ -92,15 +92,10 @@ describe.skipIf(testStore() === 'postgres')('the SQLite checkpointer thread', ()
   });
 
   it('restarts the WAL while writes go through the gate, and no write ever meets the restart', async () => {
-    const file = freshFile();
-    const db = new Database(file);
-    db.pragma('journal_mode = WAL');
-    db.pragma('wal_autocheckpoint = 0');
+    const { file, db, insert } = walDatabase();
     // No busy handler: a write that met the restart holding writers off fails with SQLITE_BUSY at
     // once (the server's connection would sleep in the handler instead, on its event loop).
     db.pragma('busy_timeout = 0');
-    db.exec('create table t (id integer primary key, v text)');
-    const insert = db.prepare('insert into t (v) values (?)');
     const c = startCheckpointer(file, { intervalMs: 2, restartFrames: 20 });
     let rows = 0;
     let waited = 0;
