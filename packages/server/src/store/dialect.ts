@@ -169,22 +169,23 @@ export function openStore(url: string, options: OpenStoreOptions = {}): OpenedSt
     });
   }
   const gate = checkpointer?.gate;
-  const query: DirectSqlite['query'] = (sql, parameters) => {
+  const query = (sql: string, parameters: readonly unknown[], ungated = false): ReturnType<DirectSqlite['query']> => {
     // Inside a transaction that Kysely holds open on the connection, a statement run here would join it.
     if (database.inTransaction) return undefined;
     const stmt = cached.prepare(sql) as unknown as import('better-sqlite3').Statement;
     if (stmt.reader) return stmt.all(parameters as unknown[]);
-    // A write waits (without blocking the event loop) while the checkpointer restarts the WAL.
-    const wait = gate?.enter();
-    if (wait) return wait.then(() => query(sql, parameters));
+    // A write waits (without blocking the event loop) while the checkpointer restarts the WAL; after
+    // the gate's longest wait it goes ahead and meets SQLite's busy handling like any write.
+    const wait = ungated ? undefined : gate?.enter();
+    if (wait) return wait.then((outcome) => query(sql, parameters, outcome === 'timed-out'));
     try {
       stmt.run(parameters as unknown[]);
     } finally {
-      gate?.leave();
+      if (!ungated) gate?.leave();
     }
     return [];
   };
-  directAccess.set(db, { query });
+  directAccess.set(db, { query: (sql, parameters) => query(sql, parameters) });
   return {
     db,
     dialect: sqliteDialect,

@@ -5,6 +5,7 @@ import { testStore } from '@tessera/testing';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { openStore } from './dialect.js';
+import { prepared } from './prepared.js';
 import { startCheckpointer, writeGate } from './sqlite-checkpointer.js';
 
 const dirs: string[] = [];
@@ -75,6 +76,34 @@ describe.skipIf(testStore() === 'postgres')('the SQLite checkpointer thread', ()
     const written = rows * 400;
     expect(walBytes).toBeLessThan(written / 4);
     db.close();
+  });
+
+  it("restarts the server connection's WAL under its direct writes, making the first write after each restart itself", async () => {
+    const store = openStore(freshFile());
+    try {
+      await store.db.schema.createTable('t').addColumn('v', 'text').execute();
+      const insert = prepared((db, p) => db.insertInto('t' as never).values({ v: p(0) } as never));
+      const restarts = prepared((db) => db.selectFrom('tessera_wal_restarts' as never).select('restarts' as never));
+      let rows = 0;
+      // Single-row commits (each appends pages to the WAL) until the thread has restarted it twice.
+      const until = Date.now() + 20_000;
+      let seen = 0;
+      while (Date.now() < until) {
+        for (let i = 0; i < 200; i++) await insert.execute(store.db, ['x'.repeat(200)]);
+        rows += 200;
+        seen = ((await restarts.first(store.db, []).catch(() => undefined)) as { restarts?: number } | undefined)?.restarts ?? 0;
+        if (seen >= 2) break;
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      expect(seen).toBeGreaterThanOrEqual(2);
+      const count = await store.db
+        .selectFrom('t' as never)
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .executeTakeFirst();
+      expect(count).toEqual({ n: rows });
+    } finally {
+      await store.destroy();
+    }
   });
 
   it('stops with the store: destroy() ends the thread and closes both connections', async () => {
@@ -164,11 +193,18 @@ describe('the write gate', () => {
     expect(ticks).toBeGreaterThan(5);
     Atomics.store(cells, 0, 0);
     Atomics.notify(cells, 0);
-    await wait;
+    expect(await wait).toBe('open');
     clearInterval(timer);
     expect(released).toBe(true);
     expect(gate.enter()).toBeUndefined();
     gate.leave();
+  });
+
+  it('lets a write go ahead after its longest wait, should a restart never end', async () => {
+    const cells = new Int32Array(new SharedArrayBuffer(8));
+    const gate = writeGate(cells, 30);
+    Atomics.store(cells, 0, 1);
+    expect(await gate.enter()).toBe('timed-out');
   });
 
   it('opens again when the thread ends in the middle of a restart', async () => {

@@ -33,11 +33,13 @@ export interface Checkpointer {
 /**
  * Lets a write statement on the server's connection in, unless the checkpointer is restarting the WAL.
  * `enter()` answers `undefined` when the write may run now (call `leave()` right after it), or a
- * promise that settles when the restart is over (then try again). Shared memory, no messages: the
- * thread announces a restart, waits for a write in progress to finish, and lets writers in after it.
+ * promise that settles when the restart is over (`'open'`: enter again) or after
+ * {@link GATE_MAX_WAIT_MS} (`'timed-out'`: write anyway, and meet SQLite's own busy handling).
+ * Shared memory, no messages: the thread announces a restart, waits for a write in progress to
+ * finish, and lets writers in after it.
  */
 export interface WriteGate {
-  enter(): Promise<void> | undefined;
+  enter(): Promise<'open' | 'timed-out'> | undefined;
   leave(): void;
 }
 
@@ -58,7 +60,7 @@ interface AtomicsWaitAsync {
 }
 
 /** The writers' side of the gate over `cells` (exported for its tests). @internal */
-export function writeGate(cells: Int32Array): WriteGate {
+export function writeGate(cells: Int32Array, maxWaitMs = GATE_MAX_WAIT_MS): WriteGate {
   return {
     enter: () => {
       // Dekker's handshake, with sequentially consistent Atomics: the writer raises WRITING then looks
@@ -67,8 +69,9 @@ export function writeGate(cells: Int32Array): WriteGate {
       if (Atomics.load(cells, RESTARTING) === 0) return undefined;
       Atomics.store(cells, WRITING, 0);
       Atomics.notify(cells, WRITING);
-      const wait = (Atomics as unknown as AtomicsWaitAsync).waitAsync(cells, RESTARTING, 1, GATE_MAX_WAIT_MS);
-      return wait.async ? wait.value.then(() => undefined) : Promise.resolve();
+      const wait = (Atomics as unknown as AtomicsWaitAsync).waitAsync(cells, RESTARTING, 1, maxWaitMs);
+      if (!wait.async) return Promise.resolve('open');
+      return wait.value.then((outcome) => (outcome === 'timed-out' ? 'timed-out' : 'open'));
     },
     leave: () => {
       Atomics.store(cells, WRITING, 0);
