@@ -11,9 +11,12 @@
  * A RESTART holds writers off while it copies the last frames and syncs the files, and a writer that
  * meets it waits in SQLite's busy handler, which sleeps (1 ms at least) on the event loop. The write
  * gate keeps the server's direct writes (the hot path: issuance records) from meeting it: while the
- * thread restarts the WAL they wait asynchronously instead, and the event loop goes on. The thread
- * also makes the first write after the restart itself (a counter in `tessera_wal_restarts`), so that
- * the WAL header's sync at reuse happens on it too, not on the event loop.
+ * thread restarts the WAL they wait asynchronously instead, and the event loop goes on.
+ *
+ * The thread never writes to the database itself: the server's connection is its only writer, which
+ * its deferred transactions rely on (a commit by another connection between a transaction's first
+ * read and its first write fails that write with SQLITE_BUSY_SNAPSHOT). So the first write after a
+ * restart, which starts the WAL over and syncs its header, stays the server's (about 0.2 ms).
  */
 
 import { createRequire } from 'node:module';
@@ -92,8 +95,11 @@ export interface CheckpointerOptions {
   restartFrames?: number;
   /** Called when the thread fails (the backstop then keeps the WAL bounded). */
   onError?: (e: Error) => void;
-  /** Called after each checkpoint with SQLite's answer: WAL frames in the log, and how many are now in the database. */
-  onCheckpoint?: (result: { log: number; checkpointed: number }) => void;
+  /**
+   * Called after each checkpoint with SQLite's answer: WAL frames in the log, how many are now in the
+   * database, and whether it was a RESTART that completed (the next write starts the WAL over).
+   */
+  onCheckpoint?: (result: { log: number; checkpointed: number; restarted: boolean }) => void;
 }
 
 const WORKER_SOURCE = `
@@ -103,22 +109,13 @@ const db = new Database(workerData.file, { fileMustExist: true });
 // RESTART waits this long for the writer's transaction in progress (commits take well under 1 ms).
 db.pragma('busy_timeout = 50');
 const cells = new Int32Array(workerData.gate);
-let bump;
-const marker = () => {
-  if (bump) return bump;
-  try {
-    db.exec('create table if not exists tessera_wal_restarts (id integer primary key check (id = 1), restarts integer not null)');
-    db.exec('insert or ignore into tessera_wal_restarts (id, restarts) values (1, 0)');
-    bump = db.prepare('update tessera_wal_restarts set restarts = restarts + 1 where id = 1');
-  } catch { /* busy (migrations at start-up): next time */ }
-  return bump;
-};
 let stopped = false;
 let timer;
 const loop = () => {
   if (stopped) return;
   try {
     let r = db.pragma('wal_checkpoint(PASSIVE)')[0];
+    let restarted = false;
     // Under steady writes the WAL never catches up on its own: a writer restarts it only when every
     // frame is in the database, and new frames arrive during every checkpoint. Once it is long, copy
     // the few frames written meanwhile with writers held off (RESTART), so the next write starts it over.
@@ -129,19 +126,14 @@ const loop = () => {
       const until = Date.now() + 100;
       while (Atomics.load(cells, 1) === 1 && Date.now() < until) Atomics.wait(cells, 1, 1, 5);
       try {
-        const restart = marker();
         r = db.pragma('wal_checkpoint(RESTART)')[0];
-        // The first write after the restart starts the WAL over and syncs its header: make it here.
-        if (r.busy === 0 && r.checkpointed === r.log && restart) {
-          restart.run();
-          r = { busy: 0, log: 0, checkpointed: 0 };
-        }
+        restarted = r.busy === 0;
       } finally {
         Atomics.store(cells, 0, 0);
         Atomics.notify(cells, 0);
       }
     }
-    if (workerData.report) parentPort.postMessage({ log: r.log, checkpointed: r.checkpointed });
+    if (workerData.report) parentPort.postMessage({ log: r.log, checkpointed: r.checkpointed, restarted });
   } catch { /* busy: another checkpoint runs; next time */ }
   timer = setTimeout(loop, workerData.intervalMs);
 };
