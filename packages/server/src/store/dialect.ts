@@ -239,6 +239,11 @@ function withStatementCache(database: import('better-sqlite3').Database): import
       database.close();
     },
     prepare: (sql: string) => {
+      // Kysely opens transactions with a deferred `begin`. The checkpointer's RESTART takes the write
+      // lock for a moment, and a deferred transaction that has read and then writes cannot wait for
+      // it (SQLite answers SQLITE_BUSY at once rather than risk a deadlock): take the write lock at
+      // `begin`, where the busy timeout applies. On one connection, transactions run one at a time anyway.
+      if (sql === 'begin') sql = 'begin immediate';
       let stmt = cache.get(sql);
       if (!stmt) {
         stmt = database.prepare(sql);

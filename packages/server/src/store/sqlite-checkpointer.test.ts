@@ -132,6 +132,33 @@ describe.skipIf(testStore() === 'postgres')('the SQLite checkpointer thread', ()
     db.close();
   });
 
+  it("holds the write lock for the whole of the server's transactions, so a restart between a read and a write cannot fail it", async () => {
+    // A deferred transaction that has read cannot wait for another connection's write lock (the
+    // checkpointer's RESTART holds it for a moment): its write would fail with SQLITE_BUSY at once.
+    const store = openStore(freshFile());
+    try {
+      await store.db.schema.createTable('t').addColumn('v', 'text').execute();
+      const other = new Database(store.description.replace(/^sqlite /, ''));
+      other.pragma('busy_timeout = 0');
+      await store.db.transaction().execute(async (trx) => {
+        await trx
+          .selectFrom('t' as never)
+          .selectAll()
+          .execute();
+        // Another writer cannot get in meanwhile: the transaction took the write lock at `begin`.
+        expect(() => other.exec('begin immediate')).toThrow(/locked|busy/);
+        await trx
+          .insertInto('t' as never)
+          .values({ v: 'written' } as never)
+          .execute();
+      });
+      expect(other.prepare('select v from t').all()).toEqual([{ v: 'written' }]);
+      other.close();
+    } finally {
+      await store.destroy();
+    }
+  });
+
   it('stops with the store: destroy() ends the thread and closes both connections', async () => {
     const store = openStore(freshFile());
     await store.db.schema.createTable('t').addColumn('v', 'text').execute();
