@@ -16,6 +16,11 @@ const values = {
 const AWS_TAG_VALUE = /^[\p{L}\p{Z}\p{N}_.:/=+\-@]*$/u;
 
 describe('AWS session tags claim', () => {
+  it("tags only its own keys when given a token's whole claims (no worker, trigger, task or sub)", () => {
+    const claims = { ...values, worker: 'w-1', trigger_kind: 'manual', task: 'load', sub: 'ws:default:…', iss: 'https://t' };
+    expect(Object.keys(buildAwsSessionTags(claims).principal_tags)).toEqual(Object.keys(values));
+  });
+
   it('names flow, deployment, environment, project, work pool… as single-element arrays, with transitive keys', () => {
     const claim = buildAwsSessionTags(values);
     expect(claim.principal_tags).toEqual({

@@ -12,17 +12,11 @@ export interface AwsSessionTagsClaim {
   transitive_tag_keys: string[];
 }
 
-/** What the session tags describe. `work_pool` is left out when the run has none. */
-export interface AwsSessionTagValues {
-  workspace: string;
-  project: string;
-  flow: string;
-  deployment: string;
-  deployment_id: string;
-  environment: string;
-  work_pool: string | null;
-  run_id: string;
-}
+/** What the session tags describe (a run token's claims of the same names). A `null` value is left out. */
+export type AwsSessionTagValues = Record<(typeof TAG_KEYS)[number], string | null>;
+
+/** The session tags, in the claim's order. */
+const TAG_KEYS = ['workspace', 'project', 'flow', 'deployment', 'deployment_id', 'environment', 'work_pool', 'run_id'] as const;
 
 /**
  * Tags that stay through role chaining: the ones that describe the deployment, not the one run, so a
@@ -49,7 +43,9 @@ export function sanitizeAwsTagValue(value: string): string {
  */
 export function buildAwsSessionTags(values: AwsSessionTagValues): AwsSessionTagsClaim {
   const principal_tags: Record<string, string[]> = {};
-  for (const [key, value] of Object.entries(values)) {
+  // Only these keys, whatever else `values` holds: a token's whole claims can be passed.
+  for (const key of TAG_KEYS) {
+    const value = values[key];
     if (typeof value === 'string') principal_tags[key] = [sanitizeAwsTagValue(value)];
   }
   return { principal_tags, transitive_tag_keys: [...TRANSITIVE] };

@@ -342,16 +342,8 @@ export class TokenService {
     if (taskName) claims.task = taskName;
     if (bound) claims.cnf = { jkt: bound.jkt };
     if (identity.awsSessionTags) {
-      claims['https://aws.amazon.com/tags'] = buildAwsSessionTags({
-        workspace: WORKSPACE,
-        project,
-        flow: run.flow,
-        deployment,
-        deployment_id: deploymentId,
-        environment,
-        work_pool: run.pool,
-        run_id: run.id,
-      });
+      // From the claims just built, so the tags and the claims cannot differ.
+      claims['https://aws.amazon.com/tags'] = buildAwsSessionTags(claims);
     }
     return claims;
   }
