@@ -29,6 +29,20 @@ function walDatabase() {
   return { file, db, insert: db.prepare('insert into t (v) values (?)') };
 }
 
+/** A checkpointer that counts the RESTARTs it completed (`restarts`). */
+function countingRestarts(file: string, options: { intervalMs: number; restartFrames: number }) {
+  const counted = {
+    restarts: 0,
+    ...startCheckpointer(file, {
+      ...options,
+      onCheckpoint: (r) => {
+        if (r.restarted) counted.restarts++;
+      },
+    }),
+  };
+  return counted;
+}
+
 describe.skipIf(testStore() === 'postgres')('the SQLite checkpointer thread', () => {
   it('moves committed WAL frames into the database while the writer keeps its connection, so the WAL is reused', async () => {
     const { file, db, insert } = walDatabase();
@@ -110,17 +124,10 @@ describe.skipIf(testStore() === 'postgres')('the SQLite checkpointer thread', ()
     for (let i = 0; i < 300; i++) insert.run('v'.repeat(300));
     const version = () => db.pragma('data_version', { simple: true }) as number;
     const before = version();
-    let restarts = 0;
-    const c = startCheckpointer(file, {
-      intervalMs: 5,
-      restartFrames: 10,
-      onCheckpoint: (r) => {
-        if (r.restarted) restarts++;
-      },
-    });
+    const c = countingRestarts(file, { intervalMs: 5, restartFrames: 10 });
     // The server's own commits grow the WAL; the thread checkpoints and restarts it several times.
     let rows = 300;
-    while (restarts < 3) {
+    while (c.restarts < 3) {
       for (let i = 0; i < 50; i++) insert.run('w'.repeat(300));
       rows += 50;
       await new Promise((r) => setTimeout(r, 5));
@@ -178,14 +185,7 @@ describe.skipIf(testStore() === 'postgres')('the SQLite checkpointer thread', ()
     // No busy handler: a write that met the restart holding writers off fails with SQLITE_BUSY at
     // once (the server's connection would sleep in the handler instead, on its event loop).
     db.pragma('busy_timeout = 0');
-    let restarts = 0;
-    const c = startCheckpointer(file, {
-      intervalMs: 2,
-      restartFrames: 20,
-      onCheckpoint: (r) => {
-        if (r.restarted) restarts++;
-      },
-    });
+    const c = countingRestarts(file, { intervalMs: 2, restartFrames: 20 });
     let rows = 0;
     let waited = 0;
     let busy = 0;
@@ -209,12 +209,12 @@ describe.skipIf(testStore() === 'postgres')('the SQLite checkpointer thread', ()
       await new Promise((r) => setImmediate(r));
     }
     await c.close();
-    expect(restarts).toBeGreaterThan(10);
+    expect(c.restarts).toBeGreaterThan(10);
     expect(waited).toBeGreaterThan(0);
     // Writes that bypass the gate meet a restart hundreds of times a second here (over 10,000 SQLITE_BUSY
     // in this loop). Through it, only SQLite's own rare, brief lock handoffs remain (reading a WAL
     // header that a commit is writing), at most a few.
-    expect(busy).toBeLessThanOrEqual(Math.max(3, restarts / 20));
+    expect(busy).toBeLessThanOrEqual(Math.max(3, c.restarts / 20));
     expect(db.prepare('select count(*) as n from t').get()).toEqual({ n: rows });
     // The WAL was started over again and again instead of holding every commit written (each
     // commit appends at least one 4 KiB page).
