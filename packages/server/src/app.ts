@@ -1,6 +1,6 @@
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
-import { RUN_TOKEN_CLAIM_NAMES, TesseraError } from '@tessera/core';
+import { RUN_TOKEN_CLAIM_NAMES, redactSecrets, TesseraError } from '@tessera/core';
 import { buildDiscoveryDocument } from '@tessera/identity';
 import Fastify, { type FastifyInstance, LogController } from 'fastify';
 import { sql } from 'kysely';
@@ -10,7 +10,7 @@ import { registerAuthRoutes } from './routes/auth.js';
 import { registerFederationRoutes } from './routes/federation.js';
 import { registerIdentityRoutes } from './routes/identity.js';
 import { registerKeyRoutes } from './routes/keys.js';
-import { collectRouteTable, errorBody } from './routes/route.js';
+import { collectRouteTable, errorBody, loggableError } from './routes/route.js';
 import type { Services } from './services/index.js';
 
 export interface BuildAppOptions {
@@ -42,7 +42,7 @@ export async function buildApp(options: BuildAppOptions): Promise<FastifyInstanc
       serializers: {
         req: (req: { method: string; url: string; ip?: string }) => ({
           method: req.method,
-          url: req.url.replace(SECRET_QUERY, '$1[redacted]'),
+          url: redactSecrets(req.url.replace(SECRET_QUERY, '$1[redacted]')),
           remoteAddress: req.ip,
         }),
       },
@@ -97,7 +97,7 @@ export async function buildApp(options: BuildAppOptions): Promise<FastifyInstanc
 
   app.setErrorHandler((error, request, reply) => {
     const { status, body } = errorBody(error);
-    if (status >= 500) request.log.error({ err: error }, 'request failed');
+    if (status >= 500) request.log.error({ err: loggableError(error) }, 'request failed');
     else request.log.debug({ code: body.code }, body.message);
     if (status === 403 && request.principal && error instanceof TesseraError && error.code === 'ERR_FORBIDDEN') {
       void s.audit.record({

@@ -92,7 +92,8 @@ let server: TestServer;
 let verifyJwt: (token: string, audience: string) => Promise<JWTPayload>;
 
 beforeAll(async () => {
-  server = await startTestServer({ backgroundServices: false, settings: { tokenRateLimitPerMinute: 40 } });
+  // Debug level: request lines and every refused request's message reach the log the no-leaks test scans.
+  server = await startTestServer({ backgroundServices: false, logLevel: 'debug', settings: { tokenRateLimitPerMinute: 40 } });
   await server.client.createWorkPool({ name: 'default' });
   const jwks = createRemoteJWKSet(new URL(`${server.issuer}/.well-known/jwks.json`));
   verifyJwt = async (token, audience) => (await jwtVerify(token, jwks, { issuer: server.issuer, audience })).payload;
@@ -657,11 +658,39 @@ describe('no leaks', () => {
     // A token pasted as the audience by mistake (a short one: real RS256 tokens exceed the field's 1000 characters).
     const pasted = 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLXNpZw';
     bodies.push(await (await curlToken(server, credential, JSON.stringify({ audience: pasted }))).text());
+    // … as the lifetime (a duration error quotes no value), as a field name (unknown keys are named), and
+    // as a run id in a URL (404s name the id).
+    const asLifetime = await curlToken(server, credential, JSON.stringify({ audience: 'vault.internal', lifetime: pasted }));
+    expect(((await asLifetime.clone().json()) as { code: string; details: unknown }).details).toEqual({ field: 'lifetime' });
+    bodies.push(await asLifetime.text());
+    bodies.push(await (await curlToken(server, credential, JSON.stringify({ audience: 'vault.internal', [pasted]: 1 }))).text());
+    bodies.push(await (await fetch(`${server.url}/api/flow-runs/${pasted}`)).text());
     // An unknown credential, a malformed header, a JWT where a credential is expected.
     const bogus = `tsr_${randomUUID().replaceAll('-', '')}`;
     for (const auth of [`Bearer ${bogus}`, `Basic ${credential}`, `Bearer ${token}`]) {
       bodies.push(await (await fetch(`${server.url}/api/flow-runs/${runId}`, { headers: { authorization: auth } })).text());
     }
+    // A client that is not the SDK (which masks first) sends the token and credential in a task's failure
+    // and in log lines: the server masks them before storing (the next test scans every table).
+    const taskRunId = randomUUID();
+    const leak = `got ${token} with ${credential}`;
+    await as.sendTaskRunEvents([
+      {
+        taskRunId,
+        flowRunId: runId,
+        taskKey: 'leak',
+        name: 'leak',
+        state: { type: 'FAILED', message: leak },
+        attempt: 1,
+        maxRetries: 0,
+        timestamp: new Date().toISOString(),
+        error: { name: 'Error', message: leak, stack: `Error: ${leak}\n    at x` },
+      },
+    ]);
+    await as.sendLogs([{ flowRunId: runId, taskRunId, level: 'info', message: leak, timestamp: new Date().toISOString() }]);
+    const task = (await server.client.listTaskRuns(runId)).items.find((t) => t.id === taskRunId);
+    expect(JSON.stringify(task)).toContain('[redacted JWT');
+    expect(JSON.stringify(task)).toContain('[redacted credential');
     // A credential whose run ended.
     await as.proposeState(runId, { state: { type: 'COMPLETED' }, result: null });
     bodies.push(await (await curlToken(server, credential, '{"audience":"vault.internal"}')).text());

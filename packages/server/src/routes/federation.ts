@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { causeOfPrincipal } from '../auth/principal.js';
 import { OAuthError } from '../services/federation.js';
 import type { Services } from '../services/index.js';
-import { endpointUrls, registerFormParser, route } from './route.js';
+import { endpointUrls, loggableError, registerFormParser, route } from './route.js';
 
 /** The OAuth token endpoint (RFC 6749 §3.2): token exchange (RFC 8693) and JWT bearer (RFC 7523). */
 export const OAUTH_TOKEN_PATH = '/oauth/token';
@@ -71,7 +71,7 @@ export function registerFederationRoutes(app: FastifyInstance, s: Services): voi
                 status: 500,
                 cause: e,
               });
-        if (err.status >= 500) request.log.error({ err: e }, 'token endpoint failed');
+        if (err.status >= 500) request.log.error({ err: loggableError(e) }, 'token endpoint failed');
         else request.log.debug({ code: err.code }, err.message);
         reply.code(err.status).send(err.toOAuthBody());
         return reply;

@@ -1,4 +1,4 @@
-import { type ApiErrorBody, TesseraError, ValidationError } from '@tessera/core';
+import { type ApiErrorBody, redactSecrets, TesseraError, ValidationError } from '@tessera/core';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { type ZodType, z } from 'zod';
 import { isRole, type Principal, type Role, requireRole } from '../auth/principal.js';
@@ -181,23 +181,42 @@ export function requireOwnRun(principal: Principal | null, runId: string): void 
   throw new TesseraError('ERR_FORBIDDEN', 'this run credential belongs to another run');
 }
 
-/** Maps any error to the JSON error body; internal details stay in the server log. */
+/**
+ * Maps any error to the JSON error body; internal details stay in the server log. Whatever the body
+ * quotes of the request (a value that failed validation, say) has tokens and credentials masked: a
+ * token pasted into the wrong field never comes back in an error.
+ */
 export function errorBody(error: unknown): { status: number; body: ApiErrorBody } {
-  if (error instanceof TesseraError) return { status: error.status, body: error.toJSON() };
+  if (error instanceof TesseraError) return { status: error.status, body: redacted(error.toJSON()) };
   const fe = error as { statusCode?: number; code?: string; message?: string };
   if (fe.statusCode && fe.statusCode < 500) {
     return {
       status: fe.statusCode,
-      body: {
-        error: 'RequestError',
-        code: fe.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' ? 'ERR_VALIDATION' : 'ERR_VALIDATION',
-        message: fe.message ?? 'bad request',
-      },
+      body: { error: 'RequestError', code: 'ERR_VALIDATION', message: redactSecrets(fe.message ?? 'bad request') },
     };
   }
   return {
     status: 500,
     body: { error: 'InternalError', code: 'ERR_INTERNAL', message: 'internal server error; the server log has the details' },
+  };
+}
+
+/** `body` with every string in it (message, details) passed through `redactSecrets`. */
+function redacted(body: ApiErrorBody): ApiErrorBody {
+  const json = JSON.stringify(body);
+  const masked = redactSecrets(json);
+  // The masks hold no character JSON escapes, so the masked text is still JSON.
+  return masked === json ? body : (JSON.parse(masked) as ApiErrorBody);
+}
+
+/** An error as the server log records it: type, code, message and stack, tokens and credentials masked. */
+export function loggableError(error: unknown): Record<string, unknown> {
+  const e = error as { name?: string; code?: unknown; message?: unknown; stack?: unknown };
+  return {
+    type: e?.name ?? typeof error,
+    ...(e?.code !== undefined ? { code: String(e.code) } : {}),
+    message: redactSecrets(String(e?.message ?? error)),
+    ...(typeof e?.stack === 'string' ? { stack: redactSecrets(e.stack) } : {}),
   };
 }
 

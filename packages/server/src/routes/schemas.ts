@@ -187,7 +187,7 @@ export const workerPoll = z
 export const identityTokenPreview = z
   .object({
     audience: z.string().min(1).max(1000),
-    lifetime: z.union([z.number(), z.string()]).optional(),
+    lifetime: z.union([z.number(), z.string().max(64)]).optional(),
     taskRunId: z.uuid().optional(),
     taskName: z.string().max(200).optional(),
   })
@@ -196,7 +196,7 @@ export const identityTokenPreview = z
 export const identityToken = z
   .object({
     audience: z.string().max(1000).optional(),
-    lifetime: z.union([z.number(), z.string()]).optional(),
+    lifetime: z.union([z.number(), z.string().max(64)]).optional(),
     taskRunId: z.uuid().optional(),
     taskName: z.string().max(200).optional(),
   })

@@ -41,6 +41,8 @@ export class TaskRunService {
           .execute();
         for (const r of rows) current.set(r.id, r);
       }
+      // Whatever a client sends is masked before it is stored, as for flow runs (runs.ts): a task that
+      // fails with a token in its message must not put it in the database.
       for (const e of events) {
         const to = e.state.type;
         const name = e.state.name ?? to.charAt(0) + to.slice(1).toLowerCase();
@@ -57,13 +59,13 @@ export class TaskRunService {
               name: e.name,
               state_type: to,
               state_name: name,
-              state_message: e.state.message ?? null,
+              state_message: e.state.message ? redactSecrets(e.state.message) : null,
               state_timestamp: ts,
               attempt: e.attempt,
               max_retries: e.maxRetries,
               start_time: to === 'RUNNING' ? ts : null,
               end_time: terminal ? ts : null,
-              error: e.error ? toJson(e.error) : null,
+              error: e.error ? redactSecrets(toJson(e.error)) : null,
               created_at: ts,
             })
             .execute();
@@ -78,12 +80,12 @@ export class TaskRunService {
           .set({
             state_type: to,
             state_name: name,
-            state_message: e.state.message ?? null,
+            state_message: e.state.message ? redactSecrets(e.state.message) : null,
             state_timestamp: ts,
             attempt: e.attempt,
             ...(to === 'RUNNING' && !existing.start_time ? { start_time: ts } : {}),
             ...(terminal ? { end_time: ts } : {}),
-            ...(e.error ? { error: toJson(e.error) } : {}),
+            ...(e.error ? { error: redactSecrets(toJson(e.error)) } : {}),
           })
           .where('id', '=', e.taskRunId)
           .execute();

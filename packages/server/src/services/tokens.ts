@@ -262,7 +262,7 @@ export class TokenService {
       );
     }
     const maxLifetime = identity.maxLifetimeMs ?? DEFAULT_MAX_TOKEN_LIFETIME_MS;
-    const lifetimeMs = req.lifetime === undefined ? DEFAULT_TOKEN_LIFETIME_MS : parseDuration(req.lifetime, 'lifetime');
+    const lifetimeMs = req.lifetime === undefined ? DEFAULT_TOKEN_LIFETIME_MS : lifetimeOf(req.lifetime);
     const minLifetime = this.ctx.settings.minTokenLifetimeMs;
     if (lifetimeMs < minLifetime || lifetimeMs > maxLifetime) {
       throw new TesseraError(
@@ -488,6 +488,22 @@ function workspaceTemplate(stored: string | null | undefined): ResolvedSubTempla
   const keys = fromJson<{ subTemplate?: unknown }>(stored, {}).subTemplate;
   if (!keys) return { version: SUB_TEMPLATE_VERSION, keys: DEFAULT_SUB_TEMPLATE, source: 'default' };
   return { ...parseSubTemplate(keys, 'subTemplate'), source: 'workspace' };
+}
+
+/**
+ * A requested lifetime in ms. What was sent is not quoted back: a token pasted into the wrong field
+ * must not come back in an error. @throws TesseraError `ERR_VALIDATION` naming the field.
+ */
+function lifetimeOf(value: number | string): number {
+  try {
+    return parseDuration(value, 'lifetime');
+  } catch {
+    throw new TesseraError(
+      'ERR_VALIDATION',
+      'lifetime: not a valid duration; send seconds as a string like "600s", "10m" or "1h", or milliseconds as a number',
+      { details: { field: 'lifetime' } },
+    );
+  }
 }
 
 /** The allowed value within edit distance 3 of `value`, if any (catches sts.amazon.com vs sts.amazonaws.com). */
