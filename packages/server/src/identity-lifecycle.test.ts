@@ -3,6 +3,7 @@
  * bound to the run's life, revocation, DPoP binding, and that no token or credential leaks.
  */
 import { createHash, randomUUID } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
 import type { ApiClient, DeploymentSpec, IntrospectionResponse, TesseraError } from '@tessera/core';
 import { generateSigningKey, mintRunToken } from '@tessera/identity';
 import { createFakeClock, startTestServer, type TestServer } from '@tessera/testing';
@@ -71,6 +72,27 @@ function curlToken(
     method: 'POST',
     headers: { authorization: `Bearer ${credential}`, 'content-type': contentType, ...extra },
     body,
+  });
+}
+
+/** A POST through node:http, which (unlike fetch) sends the Host header it is given. */
+function rawPost(
+  server: TestServer,
+  path: string,
+  body: string,
+  headers: Record<string, string>,
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(new URL(path, server.url), { method: 'POST', headers }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => {
+        text += c;
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+    });
+    req.on('error', reject);
+    req.end(body);
   });
 }
 
@@ -619,6 +641,23 @@ describe('DPoP-bound tokens (RFC 9449)', () => {
     const res = await curlToken(server, run.credential, '{"audience":"vault.internal"}', 'application/json', { dpop: await proof(o) });
     expect(res.status).toBe(400);
     expect(await res.json()).toMatchObject({ code: 'ERR_DPOP_PROOF_INVALID', details: { field: 'DPoP', reason } });
+  });
+
+  it("judges htu by the server's own URLs, never by the request's Host header", async () => {
+    // A proof made for another server's token endpoint, sent here with that server's name as Host.
+    const forged = await proof({ payload: { htu: 'http://tessera.evil.example/api/identity/token' } });
+    const res = await rawPost(server, '/api/identity/token', '{"audience":"vault.internal"}', {
+      host: 'tessera.evil.example',
+      authorization: `Bearer ${run.credential}`,
+      'content-type': 'application/json',
+      dpop: forged,
+    });
+    expect(res.status).toBe(400);
+    expect(JSON.parse(res.body)).toMatchObject({ code: 'ERR_DPOP_PROOF_INVALID', details: { reason: 'htu' } });
+    // The listen address as localhost (a loopback server) is this server.
+    const port = new URL(server.url).port;
+    const local = await proof({ payload: { htu: `http://localhost:${port}/api/identity/token` } });
+    expect((await run.as.issueDpopIdentityToken({ audience: 'vault.internal' }, local)).cnf).toEqual({ jkt: key.jkt });
   });
 
   it('refuses a proof carrying its private key, a garbled proof, and a replayed proof', async () => {

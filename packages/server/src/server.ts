@@ -244,6 +244,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     );
   }
   if (!issuer) issuer = url;
+  services.listenUrl = url;
   if (services.auth.localAdmin) {
     // Said loudly: anyone who can reach this address is admin.
     app.log.warn(

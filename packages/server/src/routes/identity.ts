@@ -47,7 +47,9 @@ export function registerIdentityRoutes(app: FastifyInstance, s: Services): void 
             ...(body.taskRunId ? { taskRunId: body.taskRunId } : {}),
             ...(body.taskName ? { taskName: body.taskName } : {}),
           },
-          header === undefined ? undefined : { proof: header, method: request.method, urls: endpointUrls(s.issuer(), request, TOKEN_PATH) },
+          header === undefined
+            ? undefined
+            : { proof: header, method: request.method, urls: endpointUrls(s.issuer(), s.listenUrl, TOKEN_PATH) },
         );
       } catch (e) {
         const retry = e instanceof TesseraError && e.code === 'ERR_RATE_LIMITED' ? e.details?.retryAfterSeconds : undefined;

@@ -240,9 +240,17 @@ export function registerFormParser(app: FastifyInstance): void {
 }
 
 /**
- * The URLs a DPoP proof's `htu` may name for an endpoint at `path`: as discovery publishes it (under
- * the issuer), and as this request reached us.
+ * The URLs a DPoP proof's `htu` may name for an endpoint at `path`: under the issuer (as discovery
+ * publishes it) or under the address this server listens on (on loopback, as `localhost` too). Never
+ * the request's own `Host` header: the caller chooses that, and would make a proof made for any other
+ * server's endpoint of the same path acceptable here (RFC 9449 §4.3, check 9).
  */
-export function endpointUrls(issuer: string, request: FastifyRequest, path: string): string[] {
-  return [`${issuer.replace(/\/+$/, '')}${path}`, `${request.protocol}://${request.host}${path}`];
+export function endpointUrls(issuer: string, listenUrl: string, path: string): string[] {
+  const bases = new Set([issuer.replace(/\/+$/, '')]);
+  if (listenUrl) {
+    const own = listenUrl.replace(/\/+$/, '');
+    bases.add(own);
+    bases.add(own.replace(/^(https?:\/\/)(?:127\.0\.0\.1|\[::1\])(?=:|$)/, '$1localhost'));
+  }
+  return [...bases].map((b) => `${b}${path}`);
 }

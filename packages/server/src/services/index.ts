@@ -50,6 +50,9 @@ export class Services {
   /** The OAuth token endpoint's grants (token exchange, JWT bearer). */
   readonly federation: FederationService;
 
+  /** The address this server listens on (`http://127.0.0.1:4200`), once it listens. */
+  listenUrl = '';
+
   constructor(
     readonly ctx: ServiceContext,
     readonly issuer: () => string,
