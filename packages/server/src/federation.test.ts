@@ -113,6 +113,8 @@ describe('federation: RFC 8693 token exchange under trust policies', () => {
     // A developer deploys; running is an operator's job… and developer includes operator.
     const run = await ci.runDeployment('etl');
     expect(run.triggeredBy).toMatchObject({ kind: 'machine', label: `repo:${REPO}:ref:refs/heads/main` });
+    // Started by software, not a person: its tokens will say trigger_kind "api".
+    expect(run.triggerKind).toBe('api');
     // …but not admin settings.
     expect(await code(ci.request('GET', '/api/trust-policies'))).toBe('ERR_FORBIDDEN');
   });

@@ -10,6 +10,7 @@ import {
   type ScheduleSpec,
   type StateCause,
   TesseraError,
+  type TriggerKind,
   tokenFileAudiences,
   type UpdateWorkPoolRequest,
   ValidationError,
@@ -317,7 +318,7 @@ export class CatalogService {
       maxRetries: dep.retries,
       retryDelaysMs: dep.retryDelaysMs,
       scheduledFor,
-      triggerKind: actor.kind === 'schedule' ? 'schedule' : 'manual',
+      triggerKind: triggerKindOf(actor),
       triggeredBy: actor,
       tags: [...dep.tags, ...(req.tags ?? [])],
       idempotencyKey: req.idempotencyKey ? `api:${req.idempotencyKey}` : null,
@@ -473,4 +474,10 @@ function checkTokenFiles(spec: DeploymentSpec, minLifetimeMs: number): void {
       throw invalid(`identity.tokenFiles.gcp.${key}`, `"${value}" is not an https URL; use e.g. https://sts.googleapis.com/v1/token`);
     }
   }
+}
+
+/** How a run started, from who started it: a schedule, a person (`manual`), or software (`api`: CI, a service, a flow). */
+export function triggerKindOf(actor: StateCause): TriggerKind {
+  if (actor.kind === 'schedule') return 'schedule';
+  return actor.kind === 'person' ? 'manual' : 'api';
 }
