@@ -25,10 +25,15 @@ function jtiOf(token: string): string {
 /** A stand-in for `ApiClient.issueIdentityToken`, recording requests; `fail` decides which fail. */
 function issuer(lifetimeS = 60) {
   const requests: IdentityTokenRequest[] = [];
+  /** When each request arrived (ms since the epoch). */
+  const askedAt: number[] = [];
   const issued: string[] = [];
   let fail: ((req: IdentityTokenRequest) => Error | undefined) | undefined;
+  let delayMs = 0;
   const issue = async (req: IdentityTokenRequest): Promise<IdentityTokenResponse> => {
     requests.push(req);
+    askedAt.push(Date.now());
+    if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
     const error = fail?.(req);
     if (error) throw error;
     const { token, jti } = fakeToken(req.audience, lifetimeS);
@@ -47,9 +52,14 @@ function issuer(lifetimeS = 60) {
   return {
     issue,
     requests,
+    askedAt,
     issued,
     setFail(f: typeof fail) {
       fail = f;
+    },
+    /** Every answer takes this long (a slow server). */
+    setDelay(ms: number) {
+      delayMs = ms;
     },
   };
 }
@@ -191,7 +201,7 @@ describe('projecting token files', () => {
     expect(readdirSync(baseDir)).toEqual([]);
   });
 
-  test('replaces a token at 80% of its lifetime, atomically: a reader never sees a partial file', async () => {
+  test('replaces a token at 75% of its lifetime, atomically: a reader never sees a partial file', async () => {
     const iss = issuer(1);
     const { projected } = await project({ azure: { clientId: 'c', tenantId: 't' } }, iss);
     const path = projected.env.AZURE_FEDERATED_TOKEN_FILE as string;
@@ -207,10 +217,26 @@ describe('projecting token files', () => {
     }
     expect(seen.size).toBe(3);
     expect(seen.has(first)).toBe(true);
-    // Two refreshes of a 1 s token: at about 0.8 s and 1.6 s.
-    expect(Date.now() - firstAt).toBeGreaterThanOrEqual(1_400);
+    // Two refreshes of a 1 s token: at about 0.75 s and 1.5 s.
+    expect(Date.now() - firstAt).toBeGreaterThanOrEqual(1_300);
     expect(mode(path)).toBe(0o600);
     expect(readdirSync(projected.dir)).toEqual(['azure-federated-token']);
+  });
+
+  test('has the new token in the file before 80% of the old one’s lifetime, even when the server answers slowly', async () => {
+    const iss = issuer(4);
+    // Every answer takes 600 ms. The first token is minted 0.6 s after the ask, so 80% of its 4 s is
+    // reached 0.6 + 3.2 = 3.8 s after the ask. Asking again at 75% from the ask (3.0 s) puts the new token
+    // in the file at about 3.6 s; timing the refresh from the write instead (0.6 + 3.2 s) would put it
+    // there at 4.4 s, too late.
+    iss.setDelay(600);
+    const { projected } = await project({ azure: { clientId: 'c', tenantId: 't' } }, iss);
+    const path = projected.env.AZURE_FEDERATED_TOKEN_FILE as string;
+    const first = readFileSync(path, 'utf8');
+    await waitFor('the refresh', () => readFileSync(path, 'utf8') !== first, 8_000);
+    const replacedAfterMs = Date.now() - (iss.askedAt[0] as number);
+    expect(iss.askedAt[1] as number).toBeGreaterThanOrEqual((iss.askedAt[0] as number) + 2_900);
+    expect(replacedAfterMs).toBeLessThan(3_800);
   });
 
   test('keeps the current token when a refresh fails, logs without the token, and recovers', async () => {

@@ -3,7 +3,7 @@
  * where AWS, Google and Azure SDKs look for them, and keeps them fresh while the run lives.
  *
  * The layout follows Kubernetes projected service-account tokens (what those SDKs were built for):
- * one file per audience, replaced atomically, refreshed at 80% of its lifetime.
+ * one file per audience, replaced atomically, with a new token in place before 80% of its lifetime.
  */
 import { randomBytes } from 'node:crypto';
 import { chmod, lstat, mkdir, mkdtemp, readdir, rename, rm, writeFile } from 'node:fs/promises';
@@ -21,8 +21,11 @@ import type { WorkerLogger } from '../options.js';
 import { backoffDelay, sleep } from './backoff.js';
 import { isRetryable } from './retry.js';
 
-/** Refresh when this fraction of a token's lifetime has passed, as the kubelet does. */
-export const REFRESH_AT = 0.8;
+/**
+ * Refresh when this fraction of a token's lifetime has passed since it was asked for: early enough that
+ * the new token is in the file before 80% (the kubelet's mark), however slowly the server answers.
+ */
+export const REFRESH_AT = 0.75;
 /** Google's STS, where an `external_account` credential exchanges the subject token by default. */
 export const DEFAULT_GCP_TOKEN_URL = 'https://sts.googleapis.com/v1/token';
 /** The `subject_token_type` of a JWT from an OIDC issuer (RFC 8693 §3). */
@@ -177,7 +180,8 @@ export interface ProjectedTokenFiles {
 
 /**
  * Creates the run's token directory, fetches every token (the run does not start without them),
- * writes the files atomically with mode 0600, and refreshes each at 80% of its lifetime.
+ * writes the files atomically with mode 0600, and refreshes each at 75% of its lifetime (counted
+ * from the request), so a new token is in place before 80% has passed, as the kubelet promises.
  *
  * A refresh that fails is logged and retried with backoff; the run goes on with the current token
  * (an SDK only reads the file when it needs new cloud credentials). Token contents are never logged:
@@ -331,7 +335,8 @@ class Projector implements ProjectedTokenFiles {
     await this.write(file.path, answer.token);
     const lifetimeMs = grantedLifetimeMs(answer, askedAt);
     this.current.set(file.cloud, { jti: answer.jti, expiresAt: askedAt + lifetimeMs, lifetimeMs });
-    this.schedule(file, Math.max(500, lifetimeMs * REFRESH_AT), 0);
+    // Counted from the request, not from now: a slow answer must not push the refresh past 80%.
+    this.schedule(file, Math.max(500, askedAt + lifetimeMs * REFRESH_AT - Date.now()), 0);
   }
 
   private schedule(file: PlannedTokenFile, delayMs: number, failures: number): void {
