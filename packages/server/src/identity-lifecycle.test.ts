@@ -4,9 +4,9 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
-import type { ApiClient, DeploymentSpec, IntrospectionResponse, TesseraError } from '@tessera/core';
+import type { DeploymentSpec, IntrospectionResponse } from '@tessera/core';
 import { generateSigningKey, mintRunToken } from '@tessera/identity';
-import { createFakeClock, startTestServer, type TestServer } from '@tessera/testing';
+import { type ClaimedRun, claimRun, createFakeClock, failure, startTestServer, type TestServer } from '@tessera/testing';
 import {
   type CryptoKey,
   calculateJwkThumbprint,
@@ -22,30 +22,9 @@ import {
 } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-async function failure(p: Promise<unknown>): Promise<TesseraError> {
-  try {
-    await p;
-  } catch (e) {
-    return e as TesseraError;
-  }
-  throw new Error('expected a failure');
-}
-
-interface ClaimedRun {
-  runId: string;
-  credential: string;
-  as: ApiClient;
-}
-
 /** Starts a run of `deployment` and claims it as worker `w-1`, like a worker does; the run is Running. */
 async function startRun(server: TestServer, deployment: string, tags: string[] = []): Promise<ClaimedRun> {
-  const run = await server.client.runDeployment(deployment, { tags });
-  const poll = await server.client.poll('default', { workerId: randomUUID(), workerName: 'w-1', capacity: 1, running: [], waitMs: 0 });
-  const claimed = poll.runs.find((r) => r.run.id === run.id);
-  if (!claimed) throw new Error(`run ${run.id} was not claimed`);
-  const as = server.client.withToken(claimed.credential);
-  await as.proposeState(run.id, { state: { type: 'RUNNING' } });
-  return { runId: run.id, credential: claimed.credential, as };
+  return claimRun(server, (await server.client.runDeployment(deployment, { tags })).id);
 }
 
 function deploy(server: TestServer, spec: Partial<DeploymentSpec> & { name: string }) {

@@ -1,0 +1,174 @@
+/**
+ * Run identity behaviours docs/identity.md promises that no other test pins down: introspection
+ * after an emergency key revocation, a revoked identity surviving a retry, an issuer configured with
+ * a trailing slash, and `claims_supported` covering every claim a fully-optioned token carries.
+ */
+import { randomUUID } from 'node:crypto';
+import type { DeploymentSpec, IntrospectionResponse } from '@tessera/core';
+import { claimRun, failure, startTestServer, type TestServer } from '@tessera/testing';
+import { type CryptoKey, calculateJwkThumbprint, decodeJwt, decodeProtectedHeader, exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+function deploy(server: TestServer, spec: Partial<DeploymentSpec> & { name: string }) {
+  return server.client.putDeployment({
+    flowName: 'etl',
+    entrypoint: 'flows.ts:etl',
+    path: '/tmp',
+    workPool: 'default',
+    environment: 'prod',
+    identity: { audiences: ['vault.internal'] },
+    ...spec,
+  });
+}
+
+async function active(server: TestServer, token: string): Promise<boolean> {
+  const res = await fetch(`${server.url}/api/identity/introspect`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ token }).toString(),
+  });
+  expect(res.status).toBe(200);
+  return ((await res.json()) as IntrospectionResponse).active;
+}
+
+async function discovery(server: TestServer): Promise<Record<string, unknown> & { issuer: string; claims_supported: string[] }> {
+  return (await (await fetch(`${server.url}/.well-known/openid-configuration`)).json()) as never;
+}
+
+let server: TestServer;
+beforeAll(async () => {
+  server = await startTestServer({ backgroundServices: false });
+  await server.client.createWorkPool({ name: 'default' });
+});
+afterAll(async () => server.close());
+
+describe('introspection after `keys rotate --revoke-current`', () => {
+  // Catches: introspection checking only the run and the jti record, not that the signing key is still
+  // published — a leaked key's tokens would stay "active" for relying parties that introspect.
+  it('reports a token signed by the revoked key inactive, while the run is live and its new tokens are active', async () => {
+    await deploy(server, { name: 'key-revoked', identity: { audiences: ['vault.internal'], algorithm: 'RS256' } });
+    const { id: runId } = await server.client.runDeployment('key-revoked');
+    const { as } = await claimRun(server, runId);
+    const old = await as.issueIdentityToken({ audience: 'vault.internal', lifetime: '30m' });
+    expect(await active(server, old.token)).toBe(true);
+
+    const rotated = await server.client.rotateSigningKeys({ revokeCurrent: true, algorithms: ['RS256'] });
+    expect(rotated.revoked.map((k) => k.kid)).toEqual([old.kid]);
+    expect(await active(server, old.token)).toBe(false);
+    expect(await server.client.introspectToken(old.token)).toEqual({ active: false });
+
+    // The run itself is untouched: a token from the new key is active.
+    const fresh = await as.issueIdentityToken({ audience: 'vault.internal' });
+    expect(fresh.kid).not.toBe(old.kid);
+    expect(await active(server, fresh.token)).toBe(true);
+    expect(await active(server, old.token)).toBe(false);
+  });
+});
+
+describe('a revoked identity and a retry', () => {
+  // docs/identity.md: "the run, this attempt and any retry, gets ERR_IDENTITY_REVOKED (403) for new tokens".
+  // Catches: the revocation being tied to the attempt (or its credential) rather than to the run.
+  it('refuses tokens to the new attempt with ERR_IDENTITY_REVOKED, through the client and the plain HTTP call', async () => {
+    await deploy(server, { name: 'revoked-retried', retries: 1 });
+    const { id: runId } = await server.client.runDeployment('revoked-retried');
+    const first = await claimRun(server, runId);
+    const old = await first.as.issueIdentityToken({ audience: 'vault.internal', lifetime: '30m' });
+    await server.client.revokeRunIdentity(runId, { reason: 'token pasted in a ticket' });
+    expect((await failure(first.as.issueIdentityToken({ audience: 'vault.internal' }))).code).toBe('ERR_IDENTITY_REVOKED');
+
+    const failed = await first.as.proposeState(runId, { state: { type: 'FAILED' }, error: { name: 'Error', message: 'boom' } });
+    expect(failed.retryScheduled).toBe(true);
+    const second = await claimRun(server, runId, { workerName: 'w-2' });
+    expect((await server.client.getFlowRun(runId)).attempt).toBe(2);
+
+    const e = await failure(second.as.issueIdentityToken({ audience: 'vault.internal' }));
+    expect(e.code).toBe('ERR_IDENTITY_REVOKED');
+    expect(e.status).toBe(403);
+    const res = await fetch(`${server.url}/api/identity/token`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${second.credential}`, 'content-type': 'application/json' },
+      body: '{"audience":"vault.internal"}',
+    });
+    expect(res.status).toBe(403);
+    expect(((await res.json()) as { code: string }).code).toBe('ERR_IDENTITY_REVOKED');
+    expect(await active(server, old.token)).toBe(false);
+    // The retry itself goes on: its orchestration credential still reports states.
+    expect((await second.as.proposeState(runId, { state: { type: 'COMPLETED' }, result: null })).status).toBe('ACCEPT');
+  });
+});
+
+describe('a public URL with a trailing slash', () => {
+  // Catches: the trailing slash of --public-url reaching `iss` or the discovery document (server.ts trims
+  // it); AWS, Azure and Vault compare `iss` to the configured issuer as strings.
+  it.each([
+    ['https://tessera.example.com/', 'https://tessera.example.com'],
+    ['https://example.com/tessera//', 'https://example.com/tessera'],
+  ])('%s: iss equals the discovery issuer exactly (%s), with no trailing slash', async (publicUrl, expected) => {
+    const s = await startTestServer({ backgroundServices: false, publicUrl });
+    try {
+      await s.client.createWorkPool({ name: 'default' });
+      await deploy(s, { name: 'slashed' });
+      const { id: runId } = await s.client.runDeployment('slashed');
+      const { as } = await claimRun(s, runId);
+      const doc = await discovery(s);
+      expect(doc.issuer).toBe(expected);
+      expect(s.issuer).toBe(expected);
+      expect(doc.jwks_uri).toBe(`${expected}/.well-known/jwks.json`);
+      const { token } = await as.issueIdentityToken({ audience: 'vault.internal' });
+      const { iss } = decodeJwt(token);
+      expect(iss).toBe(doc.issuer);
+      expect(iss?.endsWith('/')).toBe(false);
+      // Introspection checks `iss` exactly too.
+      expect(await active(s, token)).toBe(true);
+    } finally {
+      await s.close();
+    }
+  });
+});
+
+describe('claims_supported', () => {
+  // keys.test.ts compares claims_supported with RUN_TOKEN_CLAIM_NAMES, i.e. with itself. This catches a
+  // claim added to tokens (or an optional one: cnf, the AWS tags, task, task_run_id) but not to the list.
+  it('lists every claim of a fully-optioned token: DPoP-bound, AWS session tags, asked from a task', async () => {
+    await deploy(server, {
+      name: 'every-claim',
+      project: 'data',
+      tags: ['nightly'],
+      identity: { audiences: ['vault.internal'], awsSessionTags: true, subTemplate: ['workspace', 'deployment_id', 'environment'] },
+    });
+    const { id: runId } = await server.client.runDeployment('every-claim', { tags: ['adhoc'] });
+    const { as } = await claimRun(server, runId);
+    const taskRunId = randomUUID();
+    await as.sendTaskRunEvents([
+      {
+        taskRunId,
+        flowRunId: runId,
+        taskKey: 'load',
+        name: 'load-1',
+        state: { type: 'RUNNING' },
+        attempt: 1,
+        maxRetries: 0,
+        timestamp: new Date().toISOString(),
+      },
+    ]);
+    const pair = await generateKeyPair('ES256', { extractable: false });
+    const jwk = await exportJWK(pair.publicKey);
+    const proof = await new SignJWT({ htm: 'POST', htu: `${server.url}/api/identity/token`, jti: randomUUID() })
+      .setIssuedAt()
+      .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk })
+      .sign(pair.privateKey as CryptoKey);
+    const issued = await as.issueDpopIdentityToken({ audience: 'vault.internal', taskRunId, taskName: 'load' }, proof);
+    const payload = decodeJwt(issued.token);
+    // Fully optioned: each optional claim is really there.
+    expect(payload).toMatchObject({
+      cnf: { jkt: await calculateJwkThumbprint(jwk) },
+      'https://aws.amazon.com/tags': expect.any(Object),
+      task: 'load',
+      task_run_id: taskRunId,
+    });
+    const { claims_supported } = await discovery(server);
+    const missing = Object.keys(payload).filter((c) => !claims_supported.includes(c));
+    expect(missing, `claims in the token but not in claims_supported`).toEqual([]);
+    expect(decodeProtectedHeader(issued.token).typ).toBe('JWT');
+  });
+});
