@@ -213,7 +213,13 @@ describe('running flows end to end', () => {
     await server.stop();
     await new Promise((r) => setTimeout(r, 1_500));
     const old = server;
-    const restarted = await startTestServer({ home, port, ...(old.databaseUrl ? { databaseUrl: old.databaseUrl } : {}) });
+    // Its fresh signing keys sign at once (no relying party cached this test's JWKS): the identity tests below use it.
+    const restarted = await startTestServer({
+      home,
+      port,
+      keys: { startPublish: 0 },
+      ...(old.databaseUrl ? { databaseUrl: old.databaseUrl } : {}),
+    });
     restarted.logs.push(...keepLogs);
     server = restarted;
     server.close = async () => {

@@ -64,7 +64,13 @@ describe('tessera keys', () => {
     expect(r.code).toBe(0);
     const res = JSON.parse(r.stdout) as ListSigningKeysResponse;
     expect(res.items.map((k) => `${k.alg}:${k.state}`).sort()).toEqual(['ES256:active', 'RS256:active']);
-    expect(res.settings).toEqual({ prePublishMs: 600_000, rotationIntervalMs: 30 * 86_400_000, expiryLeewayMs: 600_000, keyFile: false });
+    expect(res.settings).toEqual({
+      prePublishMs: 600_000,
+      startPublishMs: 300_000,
+      rotationIntervalMs: 30 * 86_400_000,
+      expiryLeewayMs: 600_000,
+      keyFile: false,
+    });
   });
 
   it('rotate publishes new keys that sign after the pre-publication delay; ls shows them pending, in local time with the zone', async () => {
@@ -103,8 +109,34 @@ describe('tessera keys', () => {
 
     const same = await tessera(['keys', 'publish', '--out', join(home, 'site2')]);
     expect(same.code).toBe(0);
-    expect(same.stderr).toBe('');
+    // The pending keys sign in about 10 minutes, after a 5-minute cache has refreshed: only the key-file warning.
+    expect(same.stderr.trim().split('\n')).toEqual([
+      expect.stringMatching(
+        /^warning the server keeps its private keys in memory only: each restart makes new keys, which sign 5 m 0 s after the start\. Publish again right after every restart, or start the server with --key-file$/,
+      ),
+    ]);
     expect(JSON.parse(readFileSync(join(home, 'site2', '.well-known', 'openid-configuration'), 'utf8')).issuer).toBe(server.issuer);
+  });
+
+  it("publish warns when a pending key signs before the site's caches refresh, and says when to publish again", async () => {
+    const pending = (await server.services.keys.list()).items.filter((k) => k.state === 'pending');
+    expect(pending).toHaveLength(2);
+    const r = await tessera(['keys', 'publish', '--out', join(home, 'site3'), '--cache-max-age', '15m', '--json']);
+    expect(r.code).toBe(0);
+    for (const k of pending) {
+      expect(r.stderr).toContain(`warning ${k.alg} key ${k.kid} signs from ${k.activatesAt}`);
+      expect(r.stderr).toContain('a cache of the previous files (max age 15 m 0 s) may not show it by then');
+    }
+    const pub = JSON.parse(r.stdout) as { cacheMaxAgeMs: number; republishBy: string; nextRotationAt: string; warnings: string[] };
+    expect(pub.cacheMaxAgeMs).toBe(900_000);
+    expect(pub.warnings).toHaveLength(3);
+    // The next scheduled key signs 10 min after it is made: a 15-minute cache must be fed as soon as it exists.
+    expect(pub.republishBy).toBe(pub.nextRotationAt);
+    const short = JSON.parse((await tessera(['keys', 'publish', '--out', join(home, 'site4'), '--cache-max-age', '1m', '--json'])).stdout);
+    expect(Date.parse(short.republishBy) - Date.parse(short.nextRotationAt)).toBe(9 * 60_000);
+    const bad = await tessera(['keys', 'publish', '--out', join(home, 'site5'), '--cache-max-age', 'soon']);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toContain('cacheMaxAge: not a duration');
   });
 
   it('rotate --revoke-current --alg RS256 revokes the current RS256 key only', async () => {

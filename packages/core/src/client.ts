@@ -279,7 +279,7 @@ export class ApiClient {
     return this.request('POST', '/api/keys/rotate', { body });
   }
   /** The discovery document and JWKS to serve from a static site standing in for `issuer`. */
-  getKeyPublication(query: { issuer?: string } = {}): Promise<KeyPublication> {
+  getKeyPublication(query: { issuer?: string; cacheMaxAge?: string } = {}): Promise<KeyPublication> {
     return this.request('GET', '/api/keys/publication', { query });
   }
 }

@@ -31,6 +31,7 @@ export type ErrorCode =
   | 'ERR_AUDIENCE_NOT_ALLOWED'
   | 'ERR_NO_IDENTITY'
   | 'ERR_RATE_LIMITED'
+  | 'ERR_KEY_PENDING'
   | 'ERR_IDENTITY_REVOKED'
   | 'ERR_DPOP_PROOF_INVALID'
   // people's login: a login that failed (state, nonce, PKCE, the IdP refused) and a refused cross-site request
@@ -116,6 +117,7 @@ const DEFAULT_STATUS: Partial<Record<ErrorCode, number>> = {
   ERR_AUDIENCE_NOT_ALLOWED: 403,
   ERR_NO_IDENTITY: 403,
   ERR_RATE_LIMITED: 429,
+  ERR_KEY_PENDING: 503,
   ERR_IDENTITY_REVOKED: 403,
   ERR_DPOP_PROOF_INVALID: 400,
   ERR_LOGIN_FAILED: 400,

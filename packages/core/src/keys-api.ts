@@ -38,6 +38,11 @@ export interface SigningKeyInfo {
 export interface KeyRotationSettings {
   /** How long a new key is published before it signs. */
   prePublishMs: number;
+  /**
+   * How long a key made at start (no key file; a new replica) is published before it signs, when this
+   * database has published keys before. 0: it signs at once.
+   */
+  startPublishMs: number;
   /** How often keys rotate on schedule; 0 disables scheduled rotation. */
   rotationIntervalMs: number;
   /** How long a retired key stays published after its last token's `exp`. */
@@ -98,4 +103,12 @@ export interface KeyPublication {
    * every `tessera keys rotate`.
    */
   republishBy: string | null;
+  /** How long the site's caches may keep the files, as asked (`cacheMaxAge`), ms. */
+  cacheMaxAgeMs: number;
+  /**
+   * What could make a relying party meet a `kid` the published files lack: a pending key that signs
+   * sooner than the site's caches refresh; keys that exist only in the server's memory (a restart makes
+   * new ones, which no copy has). One sentence each, for people.
+   */
+  warnings: string[];
 }

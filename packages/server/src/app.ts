@@ -97,6 +97,9 @@ export async function buildApp(options: BuildAppOptions): Promise<FastifyInstanc
 
   app.setErrorHandler((error, request, reply) => {
     const { status, body } = errorBody(error);
+    // 429 and 503 say when to come back (RFC 9110 §10.2.3), as details.retryAfterSeconds does.
+    const retryAfter = body.details?.retryAfterSeconds;
+    if (typeof retryAfter === 'number') reply.header('retry-after', String(retryAfter));
     if (status >= 500) request.log.error({ err: loggableError(error) }, 'request failed');
     else request.log.debug({ code: body.code }, body.message);
     if (status === 403 && request.principal && error instanceof TesseraError && error.code === 'ERR_FORBIDDEN') {
@@ -150,7 +153,9 @@ export async function buildApp(options: BuildAppOptions): Promise<FastifyInstanc
           timer = setTimeout(() => reject(new Error('timeout')), 2_000);
         }),
       ]);
-      return { status: 'ready', ...replica };
+      // Ready (the API, the UI and workers are served), but say so while identity tokens wait for a key.
+      const pending = s.keys.pendingAlgorithms();
+      return { status: 'ready', ...replica, ...(Object.keys(pending).length > 0 ? { signingKeysPendingUntil: pending } : {}) };
     } catch {
       reply.code(503);
       return { status: 'not ready', reason: 'database unreachable', ...replica };

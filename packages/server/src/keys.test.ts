@@ -19,7 +19,7 @@ const run = promisify(execFile);
 const AUDIENCE = 'sts.amazonaws.com';
 
 /** Deploys one deployment per algorithm and claims `perAlg` runs of each; returns clients acting as those runs. */
-async function claimRuns(server: TestServer, perAlg = 1): Promise<{ alg: TokenAlgorithm; as: ApiClient }[]> {
+async function claimRuns(server: TestServer, perAlg = 1): Promise<{ alg: TokenAlgorithm; as: ApiClient; credential: string }[]> {
   await server.client.createWorkPool({ name: 'default' }).catch(() => {});
   const runs: { alg: TokenAlgorithm; id: string }[] = [];
   for (const alg of ['RS256', 'ES256'] as const) {
@@ -47,7 +47,7 @@ async function claimRuns(server: TestServer, perAlg = 1): Promise<{ alg: TokenAl
       if (!claimed) throw new Error(`run ${r.id} was not claimed`);
       const as = server.client.withToken(claimed.credential);
       await as.proposeState(r.id, { state: { type: 'RUNNING' } });
-      return { alg: r.alg, as };
+      return { alg: r.alg, as, credential: claimed.credential };
     }),
   );
 }
@@ -374,19 +374,85 @@ describe('key file', () => {
     );
   });
 
-  it('without a key file, a restart signs with a fresh key and keeps the old one published until its tokens expire', async () => {
+  it('without a key file, a restart publishes a fresh key and signs with it only once cached JWKS copies have expired', async () => {
     const home = join(dir, 'memory-home');
-    const first = await startTestServer({ home, backgroundServices: false });
+    const clock = createFakeClock('2026-11-29T09:00:00Z');
+    const first = await startTestServer({ home, clock, backgroundServices: false });
     const [rs] = await claimRuns(first);
     const old = await (rs as { as: ApiClient }).as.issueIdentityToken({ audience: AUDIENCE });
+    // A relying party caches the JWKS for as long as Cache-Control allows, just before the restart.
+    clock.advance(30_000);
+    const cached = await fetch(`${first.url}/.well-known/jwks.json`);
+    const cachedUntil = clock.now() + Number(/max-age=(\d+)/.exec(cached.headers.get('cache-control') ?? '')?.[1]) * 1000;
+    const cachedKids = ((await cached.json()) as { keys: { kid: string }[] }).keys.map((k) => k.kid);
     const { databaseUrl } = first as TestServer & { databaseUrl?: string };
     await first.stop();
-    const second = await startTestServer({ home, backgroundServices: false, ...(databaseUrl ? { databaseUrl } : {}) });
+    const second = await startTestServer({ home, clock, backgroundServices: false, ...(databaseUrl ? { databaseUrl } : {}) });
     try {
       const keys = (await second.client.listSigningKeys()).items;
       expect(keys.find((k) => k.kid === old.kid)).toMatchObject({ state: 'retired', held: false, published: true });
-      expect(keys.filter((k) => k.state === 'active' && k.alg === 'RS256')).toHaveLength(1);
-      expect(await jwksKids(second.url)).toContain(old.kid);
+      const fresh = keys.find((k) => k.alg === 'RS256' && k.held) as SigningKeyInfo;
+      expect(fresh).toMatchObject({ state: 'pending', published: true });
+      expect(cachedKids).not.toContain(fresh.kid);
+      // It signs only once every copy cached before the restart has expired.
+      expect(Date.parse(fresh.activatesAt)).toBeGreaterThanOrEqual(cachedUntil);
+      expect(await jwksKids(second.url)).toEqual(expect.arrayContaining([old.kid, fresh.kid]));
+      const ready = (await (await fetch(`${second.url}/readyz`)).json()) as Record<string, unknown>;
+      expect(ready).toMatchObject({ status: 'ready', signingKeysPendingUntil: { RS256: fresh.activatesAt } });
+
+      // Meanwhile a token request is told when to come back, and nothing is signed.
+      const [run] = await claimRuns(second);
+      const res = await fetch(`${second.url}/api/identity/token`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${run?.credential}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ audience: AUDIENCE }),
+      });
+      const retryAfter = Math.ceil((Date.parse(fresh.activatesAt) - clock.now()) / 1000);
+      expect(res.status).toBe(503);
+      expect(res.headers.get('retry-after')).toBe(String(retryAfter));
+      expect(await res.json()).toMatchObject({
+        code: 'ERR_KEY_PENDING',
+        details: { alg: 'RS256', activatesAt: fresh.activatesAt, retryAfterSeconds: retryAfter },
+      });
+
+      clock.set(Date.parse(fresh.activatesAt));
+      const token = await (run as { as: ApiClient }).as.issueIdentityToken({ audience: AUDIENCE });
+      expect(token.kid).toBe(fresh.kid);
+      expect(await keyByKid(second, fresh.kid)).toMatchObject({ state: 'active' });
+    } finally {
+      await second.stop();
+    }
+  });
+
+  it('warns at start when the pre-publication delay is shorter than the JWKS cache lifetime', async () => {
+    const short = await startTestServer({ backgroundServices: false, keys: { prePublish: '30s' } });
+    const long = await startTestServer({ backgroundServices: false });
+    try {
+      expect(short.logs.join('')).toContain('keys.prePublish is 30000 ms, shorter than the JWKS cache lifetime (300000 ms)');
+      expect(long.logs.join('')).not.toContain('keys.prePublish is');
+      // startPublish never exceeds prePublish.
+      expect((await short.client.listSigningKeys()).settings).toMatchObject({ prePublishMs: 30_000, startPublishMs: 30_000 });
+    } finally {
+      await short.close();
+      await long.close();
+    }
+  });
+
+  it('with --key-start-publish 0, a restart signs with its fresh key at once', async () => {
+    const home = join(dir, 'sign-at-once-home');
+    const first = await startTestServer({ home, backgroundServices: false });
+    const { databaseUrl } = first as TestServer & { databaseUrl?: string };
+    await first.stop();
+    const second = await startTestServer({
+      home,
+      backgroundServices: false,
+      keys: { startPublish: 0 },
+      ...(databaseUrl ? { databaseUrl } : {}),
+    });
+    try {
+      const [rs] = await claimRuns(second);
+      const token = await (rs as { as: ApiClient }).as.issueIdentityToken({ audience: AUDIENCE });
+      expect(await keyByKid(second, token.kid)).toMatchObject({ state: 'active', held: true });
     } finally {
       await second.stop();
     }

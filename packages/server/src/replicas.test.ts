@@ -5,7 +5,7 @@
  * On SQLite (one server per file) only the single-replica behaviour applies.
  */
 import { randomUUID } from 'node:crypto';
-import type { ApiClient, DeploymentSpec, SigningKeyInfo } from '@tessera/core';
+import type { ApiClient, DeploymentSpec, SigningKeyInfo, TesseraError } from '@tessera/core';
 import { createFakeClock, type FakeClock, startTestServer, type TestServer, testStore } from '@tessera/testing';
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -16,7 +16,11 @@ const AUDIENCE = 'sts.amazonaws.com';
 
 const servers: TestServer[] = [];
 
-/** Starts `n` replicas on one database (the first creates it, and drops it when closed last). */
+/**
+ * Starts `n` replicas on one database (the first creates it, and drops it when closed last). The
+ * replicas after the first sign with their keys at once unless `options.keys.startPublish` says
+ * otherwise: only the test of that wait waits.
+ */
 async function startReplicas(n: number, options: Parameters<typeof startTestServer>[0] = {}): Promise<TestServer[]> {
   const first = await startTestServer({ backgroundServices: false, publicUrl: ISSUER, ...options });
   servers.push(first);
@@ -26,6 +30,7 @@ async function startReplicas(n: number, options: Parameters<typeof startTestServ
       backgroundServices: false,
       publicUrl: ISSUER,
       ...options,
+      keys: { startPublish: 0, ...options.keys },
       ...(first.databaseUrl ? { databaseUrl: first.databaseUrl } : {}),
     });
     servers.push(s);
@@ -131,15 +136,27 @@ describe.skipIf(!POSTGRES)('replicas on one PostgreSQL database', () => {
   });
 
   it('publishes each replica’s keys before they sign: a token from either verifies through the other’s discovery and JWKS', async () => {
-    const [a, b] = (await startReplicas(2)) as [TestServer, TestServer];
+    const clock = createFakeClock();
+    const [a, b] = (await startReplicas(2, { clock, keys: { startPublish: '5m' } })) as [TestServer, TestServer];
     await a.client.createWorkPool({ name: 'default' });
     await a.client.putDeployment(spec());
     await a.client.runDeployment('etl');
     await a.client.runDeployment('etl');
-    const tokens = [
-      await (await claimAs(a.client)).as.issueIdentityToken({ audience: AUDIENCE }),
-      await (await claimAs(b.client)).as.issueIdentityToken({ audience: AUDIENCE }),
-    ];
+    const fromA = await (await claimAs(a.client)).as.issueIdentityToken({ audience: AUDIENCE });
+    // B joined a database whose JWKS relying parties may have cached: its key is published (through A
+    // too) but signs only once those caches have expired.
+    const bKey = (await keysOf(b)).find((k) => k.held && k.alg === 'RS256');
+    expect(bKey).toMatchObject({ state: 'pending', published: true });
+    const aJwks = (await (await fetch(`${a.url}/.well-known/jwks.json`)).json()) as { keys: { kid: string }[] };
+    expect(aJwks.keys.map((k) => k.kid)).toContain(bKey?.kid);
+    const asB = (await claimAs(b.client)).as;
+    expect((await asB.issueIdentityToken({ audience: AUDIENCE }).catch((e: TesseraError) => e)) as TesseraError).toMatchObject({
+      code: 'ERR_KEY_PENDING',
+      status: 503,
+    });
+    clock.advance(5 * 60_000);
+    const tokens = [fromA, await asB.issueIdentityToken({ audience: AUDIENCE })];
+    expect(tokens[1]?.kid).toBe(bKey?.kid);
     expect(tokens[0]?.kid).not.toBe(tokens[1]?.kid);
     for (const s of [a, b]) {
       const doc = (await (await fetch(`${s.url}/.well-known/openid-configuration`)).json()) as { issuer: string; jwks_uri: string };

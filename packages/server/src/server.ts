@@ -255,6 +255,12 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       `login: ${login.providers.map((p) => `${p.name} (${p.issuer})`).join(', ')}; register ${login.redirectUri()} as the redirect URI at each provider`,
     );
   }
+  const pending = Object.entries(services.keys.pendingAlgorithms());
+  if (pending.length > 0) {
+    app.log.warn(
+      `signing keys made at this start are published now and sign from ${pending.map(([alg, at]) => `${at} (${alg})`).join(', ')}, once relying parties that cached the JWKS can have seen them; until then this replica answers token requests with 503 ERR_KEY_PENDING and Retry-After. ${services.keys.rotationSettings.keyFile ? '' : 'Keep keys across restarts with --key-file (TESSERA_KEY_FILE); '}--key-start-publish 0 signs at once where no relying party caches the JWKS (docs/keys.md)`,
+    );
+  }
   if (services.keys.rotationSettings.prePublishMs < JWKS_MAX_AGE_MS) {
     app.log.warn(
       `keys.prePublish is ${services.keys.rotationSettings.prePublishMs} ms, shorter than the JWKS cache lifetime (${JWKS_MAX_AGE_MS} ms): relying parties may see a token from a new key before they see the key`,

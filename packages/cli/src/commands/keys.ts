@@ -136,6 +136,11 @@ ${examples(['tessera keys rotate'], ['tessera keys rotate --alg ES256'], ['tesse
     .description('write .well-known/openid-configuration and .well-known/jwks.json for a static site (a public bucket)')
     .requiredOption('--out <dir>', 'directory to write into (its .well-known/ is created)')
     .option('--issuer <url>', "the site's URL, which must be the server's issuer (--public-url) so tokens name it")
+    .option(
+      '--cache-max-age <duration>',
+      "how long the site's caches (CDN, the bucket's Cache-Control) may keep the files; checked against when pending keys sign",
+      '5m',
+    )
     .option('--json', 'print what was written as JSON')
     .addHelpText(
       'after',
@@ -146,9 +151,9 @@ after every rotation, before the new key starts signing (docs/keys.md).
 GCP without a public issuer: gcloud iam workload-identity-pools providers create-oidc … --jwk-json-path DIR/.well-known/jwks.json
 ${examples(['tessera keys publish --out site --issuer https://tessera-oidc.s3.amazonaws.com'], ['tessera keys publish --out site && aws s3 sync site s3://tessera-oidc'])}`,
     )
-    .action(async (opts: { out: string; issuer?: string; json?: boolean }) => {
+    .action(async (opts: { out: string; issuer?: string; cacheMaxAge: string; json?: boolean }) => {
       const c = ctx();
-      const pub = await c.client().getKeyPublication(opts.issuer ? { issuer: opts.issuer } : {});
+      const pub = await c.client().getKeyPublication({ ...(opts.issuer ? { issuer: opts.issuer } : {}), cacheMaxAge: opts.cacheMaxAge });
       if (pub.issuer !== pub.serverIssuer) {
         c.err(
           `${c.errStyle.yellow('warning')} the server's issuer is ${pub.serverIssuer}, but these files name ${pub.issuer}: its tokens' iss will not match and relying parties will refuse them. Start the server with --public-url ${pub.issuer}`,
@@ -159,6 +164,7 @@ ${examples(['tessera keys publish --out site --issuer https://tessera-oidc.s3.am
       const files = { openidConfiguration: join(dir, 'openid-configuration'), jwks: join(dir, 'jwks.json') };
       await writeFile(files.openidConfiguration, `${JSON.stringify(pub.openidConfiguration, null, 2)}\n`);
       await writeFile(files.jwks, `${JSON.stringify(pub.jwks, null, 2)}\n`);
+      for (const w of pub.warnings) c.err(`${c.errStyle.yellow('warning')} ${w}`);
       if (opts.json) return c.json({ ...pub, files });
       c.out(`${c.style.green('✓')} wrote ${files.openidConfiguration}`);
       c.out(`${c.style.green('✓')} wrote ${files.jwks} (${pub.jwks.keys.length} keys)`);

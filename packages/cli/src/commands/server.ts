@@ -23,6 +23,8 @@ export interface ServerFlags {
   keyFile?: string;
   /** Key rotation (env TESSERA_KEY_PRE_PUBLISH, TESSERA_KEY_ROTATION_INTERVAL); durations like `10m`, `30d`. */
   keyPrePublish?: string;
+  /** See KeySettingsOptions.startPublish (env TESSERA_KEY_START_PUBLISH). */
+  keyStartPublish?: string;
   keyRotationInterval?: string;
 }
 
@@ -44,6 +46,10 @@ export function addServerOptions(cmd: Command, defaults: { portHelp?: string } =
     .option('--key-file <file>', 'keep private signing keys in this file, mode 0600, so they survive restarts (env TESSERA_KEY_FILE)')
     .option('--key-pre-publish <duration>', 'how long a new key is published before it signs (env TESSERA_KEY_PRE_PUBLISH; default 10m)')
     .option(
+      '--key-start-publish <duration>',
+      'how long a key made at start (no --key-file, or a new replica) is published before it signs; 0 signs at once (env TESSERA_KEY_START_PUBLISH; default 5m)',
+    )
+    .option(
       '--key-rotation-interval <duration>',
       'rotate signing keys this often, 0 for never (env TESSERA_KEY_ROTATION_INTERVAL; default 30d)',
     );
@@ -51,7 +57,7 @@ export function addServerOptions(cmd: Command, defaults: { portHelp?: string } =
 
 /**
  * `--key-file`, `--key-*` and `--tls-*`: flags over `TESSERA_KEY_FILE`, `TESSERA_KEY_PRE_PUBLISH`,
- * `TESSERA_KEY_ROTATION_INTERVAL`, `TESSERA_TLS_CERT`, `TESSERA_TLS_KEY`; paths relative to the working directory.
+ * `TESSERA_KEY_START_PUBLISH`, `TESSERA_KEY_ROTATION_INTERVAL`, `TESSERA_TLS_CERT`, `TESSERA_TLS_KEY`; paths relative to the working directory.
  */
 export function resolveKeyAndTlsOptions(
   flags: ServerFlags,
@@ -63,9 +69,11 @@ export function resolveKeyAndTlsOptions(
   const cert = pick(flags.tlsCert, 'TESSERA_TLS_CERT');
   const key = pick(flags.tlsKey, 'TESSERA_TLS_KEY');
   const prePublish = pick(flags.keyPrePublish, 'TESSERA_KEY_PRE_PUBLISH');
+  const startPublish = pick(flags.keyStartPublish, 'TESSERA_KEY_START_PUBLISH');
   const rotationInterval = pick(flags.keyRotationInterval, 'TESSERA_KEY_ROTATION_INTERVAL');
   const keys: KeySettingsOptions = {
     ...(prePublish !== undefined ? { prePublish: parseDuration(prePublish, '--key-pre-publish') } : {}),
+    ...(startPublish !== undefined ? { startPublish: parseDuration(startPublish, '--key-start-publish') } : {}),
     ...(rotationInterval !== undefined ? { rotationInterval: parseDuration(rotationInterval, '--key-rotation-interval') } : {}),
   };
   if ((cert === undefined) !== (key === undefined)) {
@@ -95,12 +103,21 @@ export async function startConfiguredServer(c: CliContext, flags: ServerFlags, d
     ...(config.port !== undefined ? { port: config.port } : {}),
     ...(config.publicUrl !== undefined ? { publicUrl: config.publicUrl } : {}),
     logLevel: config.logLevel ?? defaults.logLevel,
-    ...resolveKeyAndTlsOptions(flags, c.io.env, c.io.cwd),
+    ...withLocalKeyDefaults(resolveKeyAndTlsOptions(flags, c.io.env, c.io.cwd), defaults.localMode === true),
     ...(config.auth !== undefined && !defaults.localMode ? { auth: config.auth } : {}),
     ...(config.trustProxy !== undefined ? { trustProxy: config.trustProxy } : {}),
     logStream: createPrettyLogStream(c.io.stderr, { style: c.errStyle, timeZone: c.timeZone, source: 'server' }),
   });
   return { server, config };
+}
+
+/**
+ * `tessera dev` serves its JWKS on loopback only, where no relying party can have cached it: a key
+ * made at a restart signs at once unless `--key-start-publish` says otherwise.
+ */
+export function withLocalKeyDefaults<T extends { keys?: KeySettingsOptions }>(resolved: T, localMode: boolean): T {
+  if (!localMode || resolved.keys?.startPublish !== undefined) return resolved;
+  return { ...resolved, keys: { ...resolved.keys, startPublish: 0 } };
 }
 
 /** `tessera server start`. */

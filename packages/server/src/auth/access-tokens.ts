@@ -128,7 +128,8 @@ export class AccessTokenService {
       claims.policy_id = options.policy.id;
       claims.policy_version = options.policy.version;
     }
-    const key = this.keys.signingKey('RS256');
+    // Verified only by Tessera, against its database's keys: a key still waiting out its publication will do.
+    const key = this.keys.signingKey('RS256', { pending: true });
     const accessToken = await new SignJWT(claims)
       .setProtectedHeader({ alg: key.alg, typ: ACCESS_TOKEN_JWT_TYP, kid: key.kid })
       .setIssuer(this.issuer())

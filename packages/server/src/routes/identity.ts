@@ -31,31 +31,25 @@ export function registerIdentityRoutes(app: FastifyInstance, s: Services): void 
     summary: 'Issue a run identity token (JWT) for one audience; send a DPoP header to bind it to a key',
     tags: ['identity'],
     body: S.identityToken,
-    handler: async ({ body, principal, request, reply }) => {
+    handler: async ({ body, principal, request }) => {
       const header = request.headers.dpop;
       if (Array.isArray(header)) {
         throw new TesseraError('ERR_DPOP_PROOF_INVALID', 'DPoP proof refused: send exactly one DPoP header', {
           details: { field: 'DPoP', reason: 'malformed' },
         });
       }
-      try {
-        return await s.tokens.issue(
-          (principal as Extract<Principal, { kind: 'run' }>).run,
-          {
-            audience: body.audience ?? '',
-            ...(body.lifetime !== undefined ? { lifetime: body.lifetime } : {}),
-            ...(body.taskRunId ? { taskRunId: body.taskRunId } : {}),
-            ...(body.taskName ? { taskName: body.taskName } : {}),
-          },
-          header === undefined
-            ? undefined
-            : { proof: header, method: request.method, urls: endpointUrls(s.issuer(), s.listenUrl, TOKEN_PATH) },
-        );
-      } catch (e) {
-        const retry = e instanceof TesseraError && e.code === 'ERR_RATE_LIMITED' ? e.details?.retryAfterSeconds : undefined;
-        if (typeof retry === 'number') reply.header('retry-after', String(retry));
-        throw e;
-      }
+      return s.tokens.issue(
+        (principal as Extract<Principal, { kind: 'run' }>).run,
+        {
+          audience: body.audience ?? '',
+          ...(body.lifetime !== undefined ? { lifetime: body.lifetime } : {}),
+          ...(body.taskRunId ? { taskRunId: body.taskRunId } : {}),
+          ...(body.taskName ? { taskName: body.taskName } : {}),
+        },
+        header === undefined
+          ? undefined
+          : { proof: header, method: request.method, urls: endpointUrls(s.issuer(), s.listenUrl, TOKEN_PATH) },
+      );
     },
   });
 

@@ -1,5 +1,5 @@
 import type { KeyPublication, RotateSigningKeysRequest } from '@tessera/core';
-import { TesseraError } from '@tessera/core';
+import { formatDuration, parseDuration, TesseraError } from '@tessera/core';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { iso } from '../lib/clock.js';
@@ -43,7 +43,8 @@ export function registerKeyRoutes(app: FastifyInstance, s: Services): void {
     url: '/api/keys/publication',
     access: 'viewer',
     workspace: null,
-    summary: 'Discovery document and JWKS to serve from a static site standing in for the issuer',
+    summary:
+      'Discovery document and JWKS to serve from a static site standing in for the issuer; cacheMaxAge: how long the site may be cached (default 5m)',
     tags: ['keys'],
     handler: async ({ query }): Promise<KeyPublication> => {
       const serverIssuer = s.issuer();
@@ -60,22 +61,51 @@ export function registerKeyRoutes(app: FastifyInstance, s: Services): void {
         ...(issuer === serverIssuer ? { token_endpoint: _t, introspection_endpoint: _i } : {}),
       };
       const now = s.ctx.clock.now();
-      const { prePublishMs } = s.keys.rotationSettings;
+      const cacheMaxAgeMs = query.cacheMaxAge === undefined ? JWKS_MAX_AGE_MS : cacheMaxAgeOf(query.cacheMaxAge);
+      const settings = s.keys.rotationSettings;
       const next = (['RS256', 'ES256'] as const)
         .map((alg) => s.keys.nextRotation(alg))
         .filter((t): t is string => t !== null)
         .map(Date.parse)
         .sort((a, b) => a - b)[0];
+      const warnings: string[] = [];
+      const { items } = await s.keys.list();
+      for (const k of items) {
+        const signsIn = Date.parse(k.activatesAt) - now;
+        if (k.state === 'pending' && signsIn < cacheMaxAgeMs) {
+          warnings.push(
+            `${k.alg} key ${k.kid} signs from ${k.activatesAt}, ${formatDuration(signsIn)} from now: a cache of the previous files (max age ${formatDuration(cacheMaxAgeMs)}) may not show it by then. Upload these files at once; publish sooner after each rotation, or lengthen --key-pre-publish`,
+          );
+        }
+      }
+      if (!settings.keyFile) {
+        warnings.push(
+          `the server keeps its private keys in memory only: each restart makes new keys, which sign ${formatDuration(settings.startPublishMs)} after the start${settings.startPublishMs < cacheMaxAgeMs ? `, sooner than the site's caches (max age ${formatDuration(cacheMaxAgeMs)}) refresh` : ''}. Publish again right after every restart, or start the server with --key-file`,
+        );
+      }
       return {
         issuer,
         serverIssuer,
         openidConfiguration,
         jwks: (await s.keys.jwks()) as KeyPublication['jwks'],
         nextRotationAt: next === undefined ? null : iso(next),
-        republishBy: next === undefined ? null : iso(Math.max(next, next + prePublishMs - JWKS_MAX_AGE_MS, now)),
+        republishBy: next === undefined ? null : iso(Math.max(next, next + settings.prePublishMs - cacheMaxAgeMs, now)),
+        cacheMaxAgeMs,
+        warnings,
       };
     },
   });
+}
+
+/** The `cacheMaxAge` query: a duration (`10m`, `3600s`). @throws TesseraError `ERR_VALIDATION` naming it. */
+function cacheMaxAgeOf(value: string): number {
+  try {
+    return parseDuration(value, 'cacheMaxAge');
+  } catch {
+    throw new TesseraError('ERR_VALIDATION', 'cacheMaxAge: not a duration; use e.g. "5m" or "3600s"', {
+      details: { field: 'cacheMaxAge' },
+    });
+  }
 }
 
 function checkIssuer(value: string): string {

@@ -50,6 +50,16 @@ export interface KeySettingsOptions {
    * must exceed what their caches hold. @default '10m'
    */
   prePublish?: Duration;
+  /**
+   * How long a key made at start is published before it signs, when this database has served a JWKS
+   * before: at every start without a key file, and at the first start of a new replica. Relying
+   * parties may hold a JWKS fetched just before the start (we serve it with `max-age=300`), and a
+   * static copy (`tessera keys publish`) holds none of the new keys. Until it signs, token requests
+   * to this replica answer 503 `ERR_KEY_PENDING` with `Retry-After`. 0: sign at once. Never longer
+   * than `prePublish`. On a new database the first keys sign at once: no JWKS was ever served.
+   * @default '5m' (the JWKS cache lifetime)
+   */
+  startPublish?: Duration;
   /** How often keys rotate on schedule; 0 turns scheduled rotation off. @default '30d' */
   rotationInterval?: Duration;
   /**
@@ -77,12 +87,14 @@ export interface KeyManagerStartOptions extends KeySettingsOptions {
 /** Compiled key settings, ms. */
 export interface KeySettings {
   prePublishMs: number;
+  startPublishMs: number;
   rotationIntervalMs: number;
   expiryLeewayMs: number;
 }
 
 export const DEFAULT_KEY_SETTINGS: KeySettings = {
   prePublishMs: 10 * 60_000,
+  startPublishMs: JWKS_MAX_AGE_MS,
   rotationIntervalMs: 30 * 86_400_000,
   expiryLeewayMs: 10 * 60_000,
 };
@@ -140,10 +152,11 @@ export class KeyManager {
   }
 
   /**
-   * Loads or generates the keys. With a key file, its keys sign again (a missing file is created);
-   * without one, fresh keys are generated and sign at once — no other key exists, and relying parties
-   * refetch the JWKS on an unknown `kid`. Keys a previous process left active are retired: they stay
-   * published until their tokens have expired.
+   * Loads or generates the keys. With a key file, its keys sign again (a missing file is created).
+   * Without one, fresh keys are generated: on a new database they sign at once (no JWKS was ever
+   * served, so none can be cached); otherwise they are published now and sign `startPublish` later,
+   * once every cache of the JWKS served so far has expired (see {@link KeySettingsOptions.startPublish}).
+   * Keys a previous process left active are retired: they stay published until their tokens have expired.
    * @throws TesseraError `ERR_KEY_FILE_INSECURE` when the key file is readable by others.
    */
   async start(options: KeyManagerStartOptions = {}): Promise<void> {
@@ -153,6 +166,8 @@ export class KeyManager {
     return this.exclusive(async () => {
       const now = this.ctx.clock.now();
       this.startedAt = now;
+      // Read before this start adds rows of its own.
+      const firstActivation = await this.firstActivation(now);
       let fileChanged = false;
       if (this.keyFile) {
         const jwks = (await readKeyFile(this.keyFile)) ?? [];
@@ -183,8 +198,8 @@ export class KeyManager {
 
       for (const alg of this.algorithms) {
         const signing = this.signingCandidates(alg, now);
-        if (signing.length === 0) {
-          await this.create(alg, now, now);
+        if (signing.length === 0 && !this.pending(alg, now)) {
+          await this.create(alg, now, firstActivation);
           fileChanged = true;
         }
         // Two keys signing with one algorithm (an old key file on a new database): keep the newest.
@@ -197,13 +212,37 @@ export class KeyManager {
   /**
    * The key that signs now with `alg`: the most recently activated held key that is not retired.
    * Synchronous and in memory: it is on the hot path of every token.
+   * @param options.pending also a key still waiting out its pre-publication, when none signs yet:
+   *   for tokens only Tessera verifies (its access tokens), against keys it reads from its database.
+   * @throws TesseraError `ERR_KEY_PENDING` (503, `details.retryAfterSeconds`) while the only key of
+   *   `alg` is published but not yet signing (made at start; see `startPublish`).
    */
-  signingKey(alg: SigningAlgorithm = 'RS256'): SigningKey {
-    const [current] = this.signingCandidates(alg, this.ctx.clock.now());
-    if (!current) {
-      throw new TesseraError('ERR_INTERNAL', `no active ${alg} signing key: the key manager was not started, or ${alg} is not enabled`);
+  signingKey(alg: SigningAlgorithm = 'RS256', options: { pending?: boolean } = {}): SigningKey {
+    const now = this.ctx.clock.now();
+    const [current] = this.signingCandidates(alg, now);
+    if (current) return current.key;
+    const pending = this.pending(alg, now);
+    if (pending && options.pending) return pending.key;
+    if (pending) {
+      const retryAfterSeconds = Math.max(1, Math.ceil((pending.activatesAt - now) / 1000));
+      throw new TesseraError(
+        'ERR_KEY_PENDING',
+        `this server's ${alg} signing key was made at its start and signs from ${iso(pending.activatesAt)}: relying parties that cached the JWKS must see it first. Retry in ${retryAfterSeconds} s. Operators: keep keys across restarts with --key-file (docs/keys.md)`,
+        { details: { alg, activatesAt: iso(pending.activatesAt), retryAfterSeconds } },
+      );
     }
-    return current.key;
+    throw new TesseraError('ERR_INTERNAL', `no active ${alg} signing key: the key manager was not started, or ${alg} is not enabled`);
+  }
+
+  /** Algorithms whose only key is published but not signing yet, with when it starts (ISO). */
+  pendingAlgorithms(): Partial<Record<SigningAlgorithm, string>> {
+    const now = this.ctx.clock.now();
+    const out: Partial<Record<SigningAlgorithm, string>> = {};
+    for (const alg of this.algorithms) {
+      const pending = this.signingCandidates(alg, now).length === 0 ? this.pending(alg, now) : undefined;
+      if (pending) out[alg] = iso(pending.activatesAt);
+    }
+    return out;
   }
 
   /**
@@ -385,6 +424,27 @@ export class KeyManager {
       .sort((a, b) => b.activatesAt - a.activatesAt);
   }
 
+  /** The held key of `alg` that signs next: the earliest of those not yet signing. */
+  private pending(alg: SigningAlgorithm, now: number): HeldKey | undefined {
+    return [...this.held.values()].filter((h) => h.key.alg === alg && h.activatesAt > now).sort((a, b) => a.activatesAt - b.activatesAt)[0];
+  }
+
+  /**
+   * When a key made while none of its algorithm signs may start signing: at once when this database
+   * has published no key within a JWKS cache lifetime (no JWKS lacking it can be held anywhere), else
+   * `startPublish` from now. Revoked and expired keys count: a JWKS listing them may still be cached.
+   */
+  private async firstActivation(now: number): Promise<number> {
+    if (this.settings.startPublishMs <= 0) return now;
+    const published = await this.ctx.db
+      .selectFrom('signing_keys')
+      .select('kid')
+      .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', iso(now - JWKS_MAX_AGE_MS))]))
+      .limit(1)
+      .executeTakeFirst();
+    return published ? now + this.settings.startPublishMs : now;
+  }
+
   /** The held key of `alg` activated last (or to activate last: a pending key). */
   private latest(alg: SigningAlgorithm): HeldKey | undefined {
     return [...this.held.values()].filter((h) => h.key.alg === alg).sort((a, b) => b.activatesAt - a.activatesAt)[0];
@@ -495,6 +555,8 @@ export class KeyManager {
   private async reconcileHeld(now: number): Promise<void> {
     const live = [...this.held.values()].filter((h) => h.retiredAt === null || h.retiredAt > now);
     if (live.length === 0 && this.held.size === 0) return;
+    /** Algorithms with a key retired or revoked by someone else since the last look. */
+    const lost = new Set<SigningAlgorithm>();
     if (live.length > 0) {
       const rows = await this.ctx.db
         .selectFrom('signing_keys')
@@ -510,13 +572,16 @@ export class KeyManager {
         const row = byKid.get(h.key.kid);
         if (!row || row.revoked_at !== null) {
           this.drop(h);
+          lost.add(h.key.alg);
         } else if (row.retired_at !== null && Date.parse(row.retired_at) !== h.retiredAt) {
           h.retiredAt = Date.parse(row.retired_at);
+          lost.add(h.key.alg);
         }
       }
     }
     let changed = false;
-    for (const alg of this.algorithms) {
+    // Only an algorithm whose key was taken away here: a start's key waiting out its publication is not bridged.
+    for (const alg of lost) {
       if (this.signingCandidates(alg, now).length > 0) continue;
       const pending = [...this.held.values()].filter((h) => h.key.alg === alg && h.activatesAt > now);
       const bridge = await this.create(alg, now, now);
@@ -548,7 +613,8 @@ export class KeyManager {
       }
     }
     const [current] = this.signingCandidates(alg, now);
-    const activatesAt = revokeCurrent || !current ? now : now + this.settings.prePublishMs;
+    // With nothing signing (a start's key still pending), the new key waits as that one did.
+    const activatesAt = revokeCurrent ? now : current ? now + this.settings.prePublishMs : await this.firstActivation(now);
     const created = await this.create(alg, now, activatesAt);
     if (current) {
       if (revokeCurrent) {
@@ -693,9 +759,13 @@ function rowTimes(r: KeyRow) {
 
 /** Options → compiled settings (ms). */
 export function compileKeySettings(options: KeySettingsOptions = {}): KeySettings {
+  const prePublishMs =
+    options.prePublish === undefined ? DEFAULT_KEY_SETTINGS.prePublishMs : parseDuration(options.prePublish, 'keys.prePublish');
+  const startPublishMs =
+    options.startPublish === undefined ? DEFAULT_KEY_SETTINGS.startPublishMs : parseDuration(options.startPublish, 'keys.startPublish');
   return {
-    prePublishMs:
-      options.prePublish === undefined ? DEFAULT_KEY_SETTINGS.prePublishMs : parseDuration(options.prePublish, 'keys.prePublish'),
+    prePublishMs,
+    startPublishMs: Math.min(startPublishMs, prePublishMs),
     rotationIntervalMs:
       options.rotationInterval === undefined
         ? DEFAULT_KEY_SETTINGS.rotationIntervalMs
