@@ -304,7 +304,7 @@ describe('token files with the real cloud SDKs', () => {
 });
 
 describe('Azure token file, refresh and cleanup', () => {
-  it('sets the Azure variables, refreshes the token at 80% of its lifetime, and removes the 0700 directory when the run ends', async () => {
+  it('sets the Azure variables, refreshes the token before 80% of its lifetime, and removes the 0700 directory when the run ends', async () => {
     await deploy('azure-refresh', 'holdTokens', {
       audiences: ['api://AzureADTokenExchange'],
       tokenFiles: { azure: { clientId: '00000000-0000-0000-0000-0000000000c1', tenantId: 'tenant-1', lifetimeMs: 3_000 } },
@@ -327,7 +327,7 @@ describe('Azure token file, refresh and cleanup', () => {
     const firstClaims = decodeJwt(first);
     expect(firstClaims).toMatchObject({ aud: 'api://AzureADTokenExchange', sub: sub('azure-refresh'), run_id: run.id });
     expect((firstClaims.exp as number) - (firstClaims.iat as number)).toBe(3);
-    // Refreshed at 2.4 s: well before the 3 s token expires.
+    // Asked again at 2.25 s (75%), in the file before 2.4 s (80%): well before the 3 s token expires.
     const second = await waitFor(
       () => {
         const text = readFileSync(file, 'utf8');

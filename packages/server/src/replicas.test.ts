@@ -142,7 +142,7 @@ describe.skipIf(!POSTGRES)('replicas on one PostgreSQL database', () => {
     await a.client.putDeployment(spec());
     await a.client.runDeployment('etl');
     await a.client.runDeployment('etl');
-    const fromA = await (await claimAs(a.client)).as.issueIdentityToken({ audience: AUDIENCE });
+    const fromA = await (await claimAs(a.client)).as.issueIdentityToken({ audience: AUDIENCE, lifetime: '10m' });
     // B joined a database whose JWKS relying parties may have cached: its key is published (through A
     // too) but signs only once those caches have expired.
     const bKey = (await keysOf(b)).find((k) => k.held && k.alg === 'RS256');
@@ -164,7 +164,11 @@ describe.skipIf(!POSTGRES)('replicas on one PostgreSQL database', () => {
       // jwks_uri names the shared address; fetch it from this replica.
       const jwks = await (await fetch(`${s.url}${new URL(doc.jwks_uri).pathname}`)).json();
       for (const t of tokens) {
-        const { payload } = await jwtVerify(t?.token as string, createLocalJWKSet(jwks), { issuer: doc.issuer, audience: AUDIENCE });
+        const { payload } = await jwtVerify(t?.token as string, createLocalJWKSet(jwks), {
+          issuer: doc.issuer,
+          audience: AUDIENCE,
+          currentDate: new Date(clock.now()),
+        });
         expect(payload.iss).toBe(ISSUER);
       }
     }
