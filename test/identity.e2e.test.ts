@@ -7,7 +7,16 @@ import { createHash, randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type FlowRun, isTerminal, RUN_ENV } from '@tessera/core';
-import { createTestProject, REPO_ROOT, runCli, startTestServer, type TestProject, type TestServer, waitFor } from '@tessera/testing';
+import {
+  createTestProject,
+  REPO_ROOT,
+  runCli,
+  startTestServer,
+  type TestProject,
+  type TestServer,
+  textCells,
+  waitFor,
+} from '@tessera/testing';
 import { calculateJwkThumbprint, compactVerify, decodeJwt, decodeProtectedHeader, importJWK, type JWK } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -165,18 +174,9 @@ describe('DPoP-bound tokens from flow code', () => {
     const issued = await db.selectFrom('issued_tokens').select(['jti', 'cnf_jkt']).execute();
     expect(issued.length).toBeGreaterThanOrEqual(2);
     expect(issued.every((r) => r.cnf_jkt)).toBe(true);
-    for (const table of await db.introspection.getTables()) {
-      const rows = (await db
-        .selectFrom(table.name as never)
-        .selectAll()
-        .execute()) as Record<string, unknown>[];
-      for (const row of rows) {
-        for (const [column, value] of Object.entries(row)) {
-          if (typeof value !== 'string') continue;
-          expect(value, `${table.name}.${column}`).not.toMatch(/eyJ[\w-]+\.eyJ[\w-]+\./);
-          expect(value, `${table.name}.${column}`).not.toMatch(/tsr_[\w-]{16,}/);
-        }
-      }
+    for (const { table, column, value } of await textCells(server)) {
+      expect(value, `${table}.${column}`).not.toMatch(/eyJ[\w-]+\.eyJ[\w-]+\./);
+      expect(value, `${table}.${column}`).not.toMatch(/tsr_[\w-]{16,}/);
     }
   });
 });

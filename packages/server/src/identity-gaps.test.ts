@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { DeploymentSpec, IntrospectionResponse } from '@tessera/core';
-import { claimRun, failure, startTestServer, type TestServer } from '@tessera/testing';
+import { claimRun, failure, startTaskRun, startTestServer, type TestServer } from '@tessera/testing';
 import { type CryptoKey, calculateJwkThumbprint, decodeJwt, decodeProtectedHeader, exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -138,19 +138,7 @@ describe('claims_supported', () => {
     });
     const { id: runId } = await server.client.runDeployment('every-claim', { tags: ['adhoc'] });
     const { as } = await claimRun(server, runId);
-    const taskRunId = randomUUID();
-    await as.sendTaskRunEvents([
-      {
-        taskRunId,
-        flowRunId: runId,
-        taskKey: 'load',
-        name: 'load-1',
-        state: { type: 'RUNNING' },
-        attempt: 1,
-        maxRetries: 0,
-        timestamp: new Date().toISOString(),
-      },
-    ]);
+    const taskRunId = await startTaskRun(as, runId, { key: 'load', name: 'load-1' });
     const pair = await generateKeyPair('ES256', { extractable: false });
     const jwk = await exportJWK(pair.publicKey);
     const proof = await new SignJWT({ htm: 'POST', htu: `${server.url}/api/identity/token`, jti: randomUUID() })

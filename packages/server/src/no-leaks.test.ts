@@ -2,7 +2,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type LogEntry, redactSecrets } from '@tessera/core';
-import { claimRun, startTestServer, type TestServer } from '@tessera/testing';
+import { claimRun, startTestServer, type TestServer, textCells } from '@tessera/testing';
 import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -146,21 +146,11 @@ describe('private signing keys without a key file', () => {
       for (const { as } of [rs, es]) await as.issueIdentityToken({ audience: 'vault.internal' });
       expect(privateKeyMaterial(server.home)).toEqual([]);
       // And not in the database either, whichever store (PostgreSQL keeps no file under home).
-      const db = server.services.ctx.db;
       let jwkCells = 0;
-      for (const table of await db.introspection.getTables()) {
-        const rows = (await db
-          .selectFrom(table.name as never)
-          .selectAll()
-          .execute()) as Record<string, unknown>[];
-        for (const row of rows) {
-          for (const [column, value] of Object.entries(row)) {
-            if (typeof value !== 'string') continue;
-            if (value.includes('"kty"')) jwkCells++;
-            expect(value, `${table.name}.${column}`).not.toMatch(PRIVATE_JWK_MEMBER);
-            expect(value, `${table.name}.${column}`).not.toContain('PRIVATE KEY');
-          }
-        }
+      for (const { table, column, value } of await textCells(server)) {
+        if (value.includes('"kty"')) jwkCells++;
+        expect(value, `${table}.${column}`).not.toMatch(PRIVATE_JWK_MEMBER);
+        expect(value, `${table}.${column}`).not.toContain('PRIVATE KEY');
       }
       expect(jwkCells).toBeGreaterThanOrEqual(4); // the public JWKs of the 4 keys (2 revoked) are there
       await server.stop();

@@ -43,3 +43,37 @@ export async function failure(p: Promise<unknown>): Promise<TesseraError> {
   }
   throw new Error('expected a failure');
 }
+
+/** Every text cell of every table of the server's database (scan them for secrets). */
+export async function textCells(server: TestServer): Promise<{ table: string; column: string; value: string }[]> {
+  const db = server.services.ctx.db;
+  const cells: { table: string; column: string; value: string }[] = [];
+  for (const table of await db.introspection.getTables()) {
+    const rows = (await db
+      .selectFrom(table.name as never)
+      .selectAll()
+      .execute()) as Record<string, unknown>[];
+    for (const row of rows) {
+      for (const [column, value] of Object.entries(row)) if (typeof value === 'string') cells.push({ table: table.name, column, value });
+    }
+  }
+  return cells;
+}
+
+/** Reports a task of `runId` Running, as the SDK would from inside a task; returns its task-run id. */
+export async function startTaskRun(as: ApiClient, runId: string, task: { key: string; name: string }): Promise<string> {
+  const taskRunId = randomUUID();
+  await as.sendTaskRunEvents([
+    {
+      taskRunId,
+      flowRunId: runId,
+      taskKey: task.key,
+      name: task.name,
+      state: { type: 'RUNNING' },
+      attempt: 1,
+      maxRetries: 0,
+      timestamp: new Date().toISOString(),
+    },
+  ]);
+  return taskRunId;
+}
