@@ -5,20 +5,12 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { DeploymentSpec, IntrospectionResponse } from '@tessera/core';
-import { claimRun, failure, startTaskRun, startTestServer, type TestServer } from '@tessera/testing';
+import { claimRun, failure, putTestDeployment, startTaskRun, startTestServer, type TestServer } from '@tessera/testing';
 import { type CryptoKey, calculateJwkThumbprint, decodeJwt, decodeProtectedHeader, exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 function deploy(server: TestServer, spec: Partial<DeploymentSpec> & { name: string }) {
-  return server.client.putDeployment({
-    flowName: 'etl',
-    entrypoint: 'flows.ts:etl',
-    path: '/tmp',
-    workPool: 'default',
-    environment: 'prod',
-    identity: { audiences: ['vault.internal'] },
-    ...spec,
-  });
+  return putTestDeployment(server, { identity: { audiences: ['vault.internal'] }, ...spec });
 }
 
 async function active(server: TestServer, token: string): Promise<boolean> {

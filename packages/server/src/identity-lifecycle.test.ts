@@ -11,6 +11,7 @@ import {
   claimRun,
   createFakeClock,
   failure,
+  putTestDeployment,
   startTaskRun,
   startTestServer,
   type TestServer,
@@ -37,15 +38,7 @@ async function startRun(server: TestServer, deployment: string, tags: string[] =
 }
 
 function deploy(server: TestServer, spec: Partial<DeploymentSpec> & { name: string }) {
-  return server.client.putDeployment({
-    flowName: 'etl',
-    entrypoint: 'flows.ts:etl',
-    path: '/tmp',
-    workPool: 'default',
-    environment: 'prod',
-    identity: { audiences: ['sts.amazonaws.com', 'vault.internal'] },
-    ...spec,
-  });
+  return putTestDeployment(server, { identity: { audiences: ['sts.amazonaws.com', 'vault.internal'] }, ...spec });
 }
 
 /** The documented plain-HTTP call: POST /api/identity/token with the run credential. */

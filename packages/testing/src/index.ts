@@ -28,7 +28,7 @@ export {
   type TestProject,
 } from './project.js';
 export { REPLICA_MAIN, type ReplicaOptions, type ReplicaProcess, startReplica } from './replica.js';
-export { type ClaimedRun, claimRun, failure, startTaskRun, textCells } from './runs.js';
+export { type ClaimedRun, claimRun, failure, putTestDeployment, startTaskRun, textCells } from './runs.js';
 export { startTestServer, TEST_SETTINGS, type TestServer } from './server.js';
 export { type ProxyTarget, startTcpProxy, type TcpProxy } from './tcp-proxy.js';
 export { waitFor } from './wait.js';

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { ApiClient, TesseraError } from '@tessera/core';
+import type { ApiClient, Deployment, DeploymentSpec, TesseraError } from '@tessera/core';
 import type { TestServer } from './server.js';
 
 /** A run claimed the way a worker claims it: its credential, and a client that acts with it. */
@@ -76,4 +76,19 @@ export async function startTaskRun(as: ApiClient, runId: string, task: { key: st
     },
   ]);
   return taskRunId;
+}
+
+/**
+ * Deploys flow `etl` (`flows.ts:etl` in /tmp, pool `default`, environment `prod`) as `spec.name`, with
+ * whatever else `spec` sets (identity audiences…). For tests that claim its runs by hand, not run them.
+ */
+export function putTestDeployment(server: TestServer, spec: Partial<DeploymentSpec> & { name: string }): Promise<Deployment> {
+  return server.client.putDeployment({
+    flowName: 'etl',
+    entrypoint: 'flows.ts:etl',
+    path: '/tmp',
+    workPool: 'default',
+    environment: 'prod',
+    ...spec,
+  });
 }
