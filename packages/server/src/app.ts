@@ -123,7 +123,7 @@ export async function buildApp(options: BuildAppOptions): Promise<FastifyInstanc
     reply.code(404).send({
       error: 'NotFound',
       code: 'ERR_NOT_FOUND',
-      message: `no route ${request.method} ${request.url.split('?')[0]}; the API is described at /docs`,
+      message: redactSecrets(`no route ${request.method} ${request.url.split('?')[0]}; the API is described at /docs`),
     });
   });
 

@@ -152,3 +152,21 @@ describe('claims_supported', () => {
     expect(decodeProtectedHeader(issued.token).typ).toBe('JWT');
   });
 });
+
+describe('error bodies', () => {
+  // Catches: masking the error body as JSON text. A control character before a JWT-like value becomes
+  // the escape \u001e, whose last letter starts the look-alike; masking it broke the escape, the body
+  // no longer parsed, and a 403 became a 500. (Its own server: this value looks like a token in a log.)
+  it('stay well-formed when a value sent is masked next to a JSON escape', async () => {
+    await deploy(server, { name: 'escapes' });
+    const { credential } = await claimRun(server, (await server.client.runDeployment('escapes')).id);
+    const audience = '\u001eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLXNpZw';
+    const res = await fetch(`${server.url}/api/identity/token`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${credential}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ audience }),
+    });
+    expect(res.status).toBe(403);
+    expect(await res.json()).toMatchObject({ code: 'ERR_AUDIENCE_NOT_ALLOWED' });
+  });
+});

@@ -661,6 +661,8 @@ describe('no leaks', () => {
     bodies.push(await asLifetime.text());
     bodies.push(await (await curlToken(server, credential, JSON.stringify({ audience: 'vault.internal', [pasted]: 1 }))).text());
     bodies.push(await (await fetch(`${server.url}/api/flow-runs/${pasted}`)).text());
+    bodies.push(await (await fetch(`${server.url}/no/such/${pasted}`)).text());
+
     // An unknown credential, a malformed header, a JWT where a credential is expected.
     const bogus = `tsr_${randomUUID().replaceAll('-', '')}`;
     for (const auth of [`Bearer ${bogus}`, `Basic ${credential}`, `Bearer ${token}`]) {

@@ -415,10 +415,28 @@ describe('key file', () => {
         details: { alg: 'RS256', activatesAt: fresh.activatesAt, retryAfterSeconds: retryAfter },
       });
 
-      clock.set(Date.parse(fresh.activatesAt));
+      // The leader takes this replica for dead and retires its pending keys (a database blip): the
+      // replica makes another key, which waits out the caches too, rather than signing unpublished
+      // or being left with nothing that will ever sign.
+      clock.advance(60_000);
+      await second.services.ctx.db
+        .updateTable('signing_keys')
+        .set({ retired_at: new Date(clock.now()).toISOString() })
+        .where('kid', '=', fresh.kid)
+        .execute();
+      await second.services.keys.tick();
+      const replacement = (await second.client.listSigningKeys()).items.find(
+        (k) => k.alg === 'RS256' && k.held && k.kid !== fresh.kid,
+      ) as SigningKeyInfo;
+      expect(replacement).toMatchObject({ state: 'pending', published: true });
+      expect(Date.parse(replacement.activatesAt)).toBe(clock.now() + 300_000);
+      expect(((await run?.as.issueIdentityToken({ audience: AUDIENCE }).catch((e) => e)) as TesseraError).code).toBe('ERR_KEY_PENDING');
+
+      clock.set(Date.parse(replacement.activatesAt));
+      await second.services.keys.tick();
       const token = await (run as { as: ApiClient }).as.issueIdentityToken({ audience: AUDIENCE });
-      expect(token.kid).toBe(fresh.kid);
-      expect(await keyByKid(second, fresh.kid)).toMatchObject({ state: 'active' });
+      expect(token.kid).toBe(replacement.kid);
+      expect(await keyByKid(second, replacement.kid)).toMatchObject({ state: 'active' });
     } finally {
       await second.stop();
     }

@@ -236,6 +236,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     throw e;
   }
   const url = address.replace('[::1]', '[::1]');
+  services.listenUrl = url;
   log = app.log;
   await replicas.setUrl(url).catch((e) => noteTrouble(e));
   if (!issuer && ctx.wakeups.attached) {
@@ -244,7 +245,6 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     );
   }
   if (!issuer) issuer = url;
-  services.listenUrl = url;
   if (services.auth.localAdmin) {
     // Said loudly: anyone who can reach this address is admin.
     app.log.warn(

@@ -1,10 +1,10 @@
-import { type CreateJoinTokenResponse, type Duration, type PutTrustPolicyRequest, parseDuration } from '@tessera/core';
+import { type CreateJoinTokenResponse, type Duration, type PutTrustPolicyRequest, parseDuration, redactSecrets } from '@tessera/core';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { causeOfPrincipal } from '../auth/principal.js';
 import { OAuthError } from '../services/federation.js';
 import type { Services } from '../services/index.js';
-import { endpointUrls, loggableError, registerFormParser, route } from './route.js';
+import { endpointUrls, loggableError, redactDeep, registerFormParser, route } from './route.js';
 
 /** The OAuth token endpoint (RFC 6749 §3.2): token exchange (RFC 8693) and JWT bearer (RFC 7523). */
 export const OAUTH_TOKEN_PATH = '/oauth/token';
@@ -60,7 +60,7 @@ export function registerFederationRoutes(app: FastifyInstance, s: Services): voi
       reply.header('pragma', 'no-cache');
       try {
         return await s.federation.token((request.body ?? {}) as Record<string, unknown>, {
-          urls: endpointUrls(s.issuer(), s.listenUrl, OAUTH_TOKEN_PATH),
+          urls: endpointUrls(s.issuer(), s.listenUrl, OAUTH_TOKEN_PATH, request),
           ip: request.ip,
         });
       } catch (e) {
@@ -72,8 +72,9 @@ export function registerFederationRoutes(app: FastifyInstance, s: Services): voi
                 cause: e,
               });
         if (err.status >= 500) request.log.error({ err: loggableError(e) }, 'token endpoint failed');
-        else request.log.debug({ code: err.code }, err.message);
-        reply.code(err.status).send(err.toOAuthBody());
+        else request.log.debug({ code: err.code }, redactSecrets(err.message));
+        // A message may quote what was sent (a subject token in the wrong field): masked, as every error body is.
+        reply.code(err.status).send(redactDeep(err.toOAuthBody()));
         return reply;
       }
     },

@@ -48,7 +48,7 @@ export function registerIdentityRoutes(app: FastifyInstance, s: Services): void 
         },
         header === undefined
           ? undefined
-          : { proof: header, method: request.method, urls: endpointUrls(s.issuer(), s.listenUrl, TOKEN_PATH) },
+          : { proof: header, method: request.method, urls: endpointUrls(s.issuer(), s.listenUrl, TOKEN_PATH, request) },
       );
     },
   });

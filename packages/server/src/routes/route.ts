@@ -203,20 +203,30 @@ export function errorBody(error: unknown): { status: number; body: ApiErrorBody 
 
 /** `body` with every string in it (message, details) passed through `redactSecrets`. */
 function redacted(body: ApiErrorBody): ApiErrorBody {
-  const json = JSON.stringify(body);
-  const masked = redactSecrets(json);
-  // The masks hold no character JSON escapes, so the masked text is still JSON.
-  return masked === json ? body : (JSON.parse(masked) as ApiErrorBody);
+  return redactDeep(body) as ApiErrorBody;
+}
+
+/** `value` with every string in it masked, keys included; arrays and plain objects are copied, anything else kept. */
+export function redactDeep(value: unknown, depth = 0): unknown {
+  if (typeof value === 'string') return redactSecrets(value);
+  if (depth > 8 || value === null || typeof value !== 'object') return value;
+  if (Array.isArray(value)) return value.map((v) => redactDeep(v, depth + 1));
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) out[redactSecrets(k)] = redactDeep(v, depth + 1);
+  return out;
 }
 
 /** An error as the server log records it: type, code, message and stack, tokens and credentials masked. */
-export function loggableError(error: unknown): Record<string, unknown> {
-  const e = error as { name?: string; code?: unknown; message?: unknown; stack?: unknown };
+export function loggableError(error: unknown, depth = 0): Record<string, unknown> {
+  const e = error as { name?: string; code?: unknown; message?: unknown; stack?: unknown; cause?: unknown; details?: unknown };
   return {
     type: e?.name ?? typeof error,
     ...(e?.code !== undefined ? { code: String(e.code) } : {}),
     message: redactSecrets(String(e?.message ?? error)),
     ...(typeof e?.stack === 'string' ? { stack: redactSecrets(e.stack) } : {}),
+    ...(e?.details !== undefined ? { details: redactDeep(e.details) } : {}),
+    // The root cause, masked the same way (a driver's error under ours).
+    ...(e?.cause !== undefined && depth < 3 ? { cause: loggableError(e.cause, depth + 1) } : {}),
   };
 }
 
@@ -241,16 +251,24 @@ export function registerFormParser(app: FastifyInstance): void {
 
 /**
  * The URLs a DPoP proof's `htu` may name for an endpoint at `path`: under the issuer (as discovery
- * publishes it) or under the address this server listens on (on loopback, as `localhost` too). Never
- * the request's own `Host` header: the caller chooses that, and would make a proof made for any other
- * server's endpoint of the same path acceptable here (RFC 9449 §4.3, check 9).
+ * publishes it), under the address this server listens on (on loopback, as `localhost` too), and under
+ * the address and port the request's connection actually reached (a server bound to 0.0.0.0, called
+ * at one of its interfaces' addresses). Never the request's own `Host` header: the caller chooses
+ * that, and would make a proof made for any other server's endpoint of the same path acceptable here
+ * (RFC 9449 §4.3, check 9).
  */
-export function endpointUrls(issuer: string, listenUrl: string, path: string): string[] {
+export function endpointUrls(issuer: string, listenUrl: string, path: string, request?: FastifyRequest): string[] {
   const bases = new Set([issuer.replace(/\/+$/, '')]);
   if (listenUrl) {
     const own = listenUrl.replace(/\/+$/, '');
     bases.add(own);
     bases.add(own.replace(/^(https?:\/\/)(?:127\.0\.0\.1|\[::1\])(?=:|$)/, '$1localhost'));
+  }
+  const socket = request?.raw.socket as (FastifyRequest['raw']['socket'] & { encrypted?: boolean }) | undefined;
+  if (socket?.localAddress && socket.localPort) {
+    const address = socket.localAddress.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/, '');
+    const host = address.includes(':') ? `[${address}]` : address;
+    bases.add(`${socket.encrypted ? 'https' : 'http'}://${host}:${socket.localPort}`);
   }
   return [...bases].map((b) => `${b}${path}`);
 }

@@ -106,6 +106,8 @@ interface HeldKey {
   privateJwk: JWK | undefined;
   activatesAt: number;
   retiredAt: number | null;
+  /** Signed access tokens while still pending (see `signingKey`'s `pending`): retire it, never drop it at once. */
+  signedEarly?: boolean;
 }
 
 type KeyRow = SigningKeyTable;
@@ -186,9 +188,10 @@ export class KeyManager {
             // The key file's keys are this process's now, whichever replica id wrote them.
             await this.ctx.db.updateTable('signing_keys').set({ replica_id: this.replicaId }).where('kid', '=', key.kid).execute();
           } else {
-            // The database lost it (a new database with an old key file): publish it again, signing now.
-            await this.insert(key, now, now);
-            this.held.set(key.kid, { key, privateJwk: jwk, activatesAt: now, retiredAt: null });
+            // The database lost it (a new database, or a key file from elsewhere): publish it again; it
+            // signs when a key made now would.
+            await this.insert(key, now, firstActivation);
+            this.held.set(key.kid, { key, privateJwk: jwk, activatesAt: firstActivation, retiredAt: null });
           }
         }
       }
@@ -222,7 +225,10 @@ export class KeyManager {
     const [current] = this.signingCandidates(alg, now);
     if (current) return current.key;
     const pending = this.pending(alg, now);
-    if (pending && options.pending) return pending.key;
+    if (pending && options.pending) {
+      pending.signedEarly = true;
+      return pending.key;
+    }
     if (pending) {
       const retryAfterSeconds = Math.max(1, Math.ceil((pending.activatesAt - now) / 1000));
       throw new TesseraError(
@@ -426,7 +432,9 @@ export class KeyManager {
 
   /** The held key of `alg` that signs next: the earliest of those not yet signing. */
   private pending(alg: SigningAlgorithm, now: number): HeldKey | undefined {
-    return [...this.held.values()].filter((h) => h.key.alg === alg && h.activatesAt > now).sort((a, b) => a.activatesAt - b.activatesAt)[0];
+    return [...this.held.values()]
+      .filter((h) => h.key.alg === alg && h.activatesAt > now && (h.retiredAt === null || h.retiredAt > h.activatesAt))
+      .sort((a, b) => a.activatesAt - b.activatesAt)[0];
   }
 
   /**
@@ -555,8 +563,8 @@ export class KeyManager {
   private async reconcileHeld(now: number): Promise<void> {
     const live = [...this.held.values()].filter((h) => h.retiredAt === null || h.retiredAt > now);
     if (live.length === 0 && this.held.size === 0) return;
-    /** Algorithms with a key retired or revoked by someone else since the last look. */
-    const lost = new Set<SigningAlgorithm>();
+    /** Algorithms that had a key signing before this look (a lost one is replaced at once, an emergency). */
+    const wasSigning = new Set(this.algorithms.filter((alg) => this.signingCandidates(alg, now).length > 0));
     if (live.length > 0) {
       const rows = await this.ctx.db
         .selectFrom('signing_keys')
@@ -572,22 +580,22 @@ export class KeyManager {
         const row = byKid.get(h.key.kid);
         if (!row || row.revoked_at !== null) {
           this.drop(h);
-          lost.add(h.key.alg);
         } else if (row.retired_at !== null && Date.parse(row.retired_at) !== h.retiredAt) {
           h.retiredAt = Date.parse(row.retired_at);
-          lost.add(h.key.alg);
         }
       }
     }
     let changed = false;
-    // Only an algorithm whose key was taken away here: a start's key waiting out its publication is not bridged.
-    for (const alg of lost) {
+    // Every algorithm left with nothing that signs or will sign gets a key. One that was signing a
+    // moment ago signs at once (its replica was taken for dead, or its key revoked: an emergency); one
+    // that was only waiting (a start's key, a rotation's successor) waits as a key made at start would.
+    for (const alg of this.algorithms) {
       if (this.signingCandidates(alg, now).length > 0) continue;
-      const pending = [...this.held.values()].filter((h) => h.key.alg === alg && h.activatesAt > now);
-      const bridge = await this.create(alg, now, now);
+      const successor = this.pending(alg, now);
+      if (successor && !wasSigning.has(alg)) continue;
+      const bridge = await this.create(alg, now, wasSigning.has(alg) ? now : await this.firstActivation(now));
       // Until a pending successor activates; then it hands over as a rotation would.
-      const next = pending.sort((a, b) => a.activatesAt - b.activatesAt)[0];
-      if (next) await this.setRetired(bridge, next.activatesAt);
+      if (successor) await this.setRetired(bridge, successor.activatesAt);
       changed = true;
     }
     if (changed) await this.saveKeyFile();
@@ -600,12 +608,14 @@ export class KeyManager {
   ): Promise<{ created: string; revoked: string[]; superseded: string[] }> {
     const superseded: string[] = [];
     const revoked: string[] = [];
-    // A pending key never signed: a new rotation replaces it, and it leaves the JWKS at once.
+    // A pending key signed no identity token: a new rotation replaces it, and it leaves the JWKS at
+    // once — unless it signed access tokens while pending (a start's key); then it stays published
+    // until they may have expired, like any retired key.
     for (const h of [...this.held.values()]) {
       if (h.key.alg === alg && h.activatesAt > now) {
         await this.ctx.db
           .updateTable('signing_keys')
-          .set({ retired_at: iso(now), expires_at: iso(now) })
+          .set(h.signedEarly ? { retired_at: iso(now) } : { retired_at: iso(now), expires_at: iso(now) })
           .where('kid', '=', h.key.kid)
           .execute();
         this.drop(h);
@@ -613,8 +623,9 @@ export class KeyManager {
       }
     }
     const [current] = this.signingCandidates(alg, now);
-    // With nothing signing (a start's key still pending), the new key waits as that one did.
-    const activatesAt = revokeCurrent ? now : current ? now + this.settings.prePublishMs : await this.firstActivation(now);
+    // With nothing signing (a start's key still pending), the new key waits as that one did, even for
+    // an emergency: with no current key, there is nothing compromised to replace at once.
+    const activatesAt = current ? (revokeCurrent ? now : now + this.settings.prePublishMs) : await this.firstActivation(now);
     const created = await this.create(alg, now, activatesAt);
     if (current) {
       if (revokeCurrent) {

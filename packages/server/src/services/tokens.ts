@@ -150,6 +150,15 @@ export class TokenService {
       );
     }
     const parts = await this.tokenParts(run, audience, req);
+    // Before the proof is remembered: a request refused for want of a key (ERR_KEY_PENDING) can be sent
+    // again with the same proof, and does not count against the rate limit.
+    let key: ReturnType<KeyManager['signingKey']>;
+    try {
+      key = this.keys.signingKey(parts.identity.algorithm ?? 'RS256');
+    } catch (e) {
+      this.uncount(principal.runId);
+      throw e;
+    }
     const now = new Date(this.ctx.clock.now());
     const bound = dpop
       ? await verifyDpopProof(dpop.proof, {
@@ -161,7 +170,6 @@ export class TokenService {
       : undefined;
     const { identity, lifetimeMs, sub, taskRunId } = parts;
     const claims = this.claimsOf(parts, bound);
-    const key = this.keys.signingKey(identity.algorithm ?? 'RS256');
     const minted = await mintRunToken({
       key,
       signer: this.signer,
@@ -413,6 +421,12 @@ export class TokenService {
       .onConflict((oc) => oc.column('id').doNothing())
       .executeTakeFirst();
     return Number(res.numInsertedOrUpdatedRows ?? 0n) === 1;
+  }
+
+  /** Takes back the last request {@link rateLimit} counted for `runId` (it was refused before any work). */
+  private uncount(runId: string): void {
+    const w = this.recent.get(runId);
+    if (w && w.times.length > w.head) w.times.pop();
   }
 
   private rateLimit(runId: string): void {
