@@ -430,7 +430,10 @@ describe('key file', () => {
       ) as SigningKeyInfo;
       expect(replacement).toMatchObject({ state: 'pending', published: true });
       expect(Date.parse(replacement.activatesAt)).toBe(clock.now() + 300_000);
-      expect(((await run?.as.issueIdentityToken({ audience: AUDIENCE }).catch((e) => e)) as TesseraError).code).toBe('ERR_KEY_PENDING');
+      expect(
+        ((await (run as { as: ApiClient }).as.issueIdentityToken({ audience: AUDIENCE }).catch((e: TesseraError) => e)) as TesseraError)
+          .code,
+      ).toBe('ERR_KEY_PENDING');
 
       clock.set(Date.parse(replacement.activatesAt));
       await second.services.keys.tick();
