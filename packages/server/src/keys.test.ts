@@ -203,6 +203,28 @@ describe('key expiry (fake clock)', () => {
   let server: TestServer;
   afterEach(async () => server?.close());
 
+  it('keeps a retired RS256 key as long as an access token it may have signed lives, though none is recorded', async () => {
+    const clock = createFakeClock('2026-11-28T12:00:00Z');
+    const t0 = clock.now();
+    server = await startTestServer({
+      clock,
+      backgroundServices: false,
+      keys: { prePublish: '10m', expiryLeeway: '5m', rotationInterval: 0 },
+    });
+    server.services.accessTokens.ttlMs = 60 * 60_000;
+    const before = (await server.client.listSigningKeys()).items.filter((k) => k.state === 'active');
+    await server.client.rotateSigningKeys({});
+    clock.set(t0 + 10 * 60_000 + 60_000);
+    await server.tick();
+    for (const k of before) {
+      const retired = await keyByKid(server, k.kid);
+      expect(retired.tokensIssued).toBe(0);
+      // RS256 signs access tokens (1 h here): retired at t0+10m, published until t0+70m plus the leeway.
+      // ES256 signs only recorded identity tokens: none, so the leeway alone.
+      expect(retired.expiresAt).toBe(new Date(t0 + (k.alg === 'RS256' ? 75 : 15) * 60_000).toISOString());
+    }
+  });
+
   it('keeps a retired key in the JWKS until its last token expired plus the leeway, then drops it', async () => {
     const clock = createFakeClock('2026-11-28T12:00:00Z');
     const t0 = clock.now();

@@ -70,6 +70,8 @@ export class Services {
     this.workspaceIdentity = new WorkspaceIdentityService(ctx);
     this.audit = new AuditService(ctx);
     this.accessTokens = new AccessTokenService(ctx, this.keys, issuer);
+    // Access tokens are signed with RS256 keys and not recorded in issued_tokens.
+    this.keys.coverUnrecordedTokens('RS256', () => this.accessTokens.ttlMs);
     this.auth = new AuthRegistry([new RunCredentialAuthenticator(this.credentials), this.accessTokens.authenticator()]);
     this.trustPolicies = new TrustPolicyService(ctx, this.audit);
     this.workerIdentities = new WorkerIdentityService(ctx, this.audit);

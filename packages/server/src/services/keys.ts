@@ -142,6 +142,8 @@ export class KeyManager {
   private startedAt = 0;
   /** Broadcast rotation requests this replica has applied (targeted ones are deleted once applied). */
   private readonly applied = new Set<string>();
+  /** See {@link coverUnrecordedTokens}. */
+  private accessTokenSigning: { alg: SigningAlgorithm; lifetimeMs: () => number } | undefined;
 
   constructor(
     private readonly ctx: ServiceContext,
@@ -368,6 +370,14 @@ export class KeyManager {
       }
       for (const held of [...this.held.values()]) this.drop(held);
     });
+  }
+
+  /**
+   * Keys of `alg` also sign tokens nobody records (Tessera's access tokens, which live `lifetimeMs()`):
+   * a retired one then stays published at least that long after it stopped signing, plus the leeway.
+   */
+  coverUnrecordedTokens(alg: SigningAlgorithm, lifetimeMs: () => number): void {
+    this.accessTokenSigning = { alg, lifetimeMs };
   }
 
   /** Calls `listener` with each private key this replica lets go of, so that copies elsewhere (signer threads) go too. */
@@ -692,7 +702,7 @@ export class KeyManager {
   private async settleExpiries(now: number): Promise<void> {
     const due = await this.ctx.db
       .selectFrom('signing_keys')
-      .select(['kid', 'retired_at', 'expires_at'])
+      .select(['kid', 'alg', 'retired_at', 'expires_at'])
       .where('revoked_at', 'is', null)
       .where('retired_at', 'is not', null)
       .where('retired_at', '<=', iso(now - IN_FLIGHT_GRACE_MS))
@@ -704,7 +714,11 @@ export class KeyManager {
         .select((eb) => eb.fn.max('expires_at').as('last'))
         .where('kid', '=', row.kid)
         .executeTakeFirst();
-      const expiresAt = keyExpiry(Date.parse(row.retired_at as string), ms(last?.last ?? null), this.settings.expiryLeewayMs);
+      const retiredAt = Date.parse(row.retired_at as string);
+      // Access tokens are not recorded: a key that may have signed one stays until the longest could expire.
+      const accessTokens = this.accessTokenSigning?.alg === row.alg ? retiredAt + this.accessTokenSigning.lifetimeMs() : null;
+      const lastToken = Math.max(ms(last?.last ?? null) ?? retiredAt, accessTokens ?? retiredAt);
+      const expiresAt = keyExpiry(retiredAt, lastToken, this.settings.expiryLeewayMs);
       if (row.expires_at !== null && Date.parse(row.expires_at) >= expiresAt) continue;
       await this.ctx.db
         .updateTable('signing_keys')
