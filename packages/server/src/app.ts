@@ -62,6 +62,7 @@ export async function buildApp(options: BuildAppOptions): Promise<FastifyInstanc
   app.setValidatorCompiler(() => (data) => ({ value: data }));
   app.decorateRequest('principal', null);
   app.decorateRequest('authError', null);
+  app.decorateRequest('preloaded', null);
   collectRouteTable(app);
 
   await app.register(swagger, {

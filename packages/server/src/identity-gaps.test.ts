@@ -170,3 +170,33 @@ describe('error bodies', () => {
     expect(await res.json()).toMatchObject({ code: 'ERR_AUDIENCE_NOT_ALLOWED' });
   });
 });
+
+describe('the token endpoint’s credential check (credential and run read in one statement)', () => {
+  // Catches: the token endpoint's own credential lookup (RunCredentialAuthenticator's preload) being
+  // laxer than every other route's: an unknown, a revoked, or another attempt's credential.
+  it('refuses what every other route refuses, with the same codes', async () => {
+    await deploy(server, { name: 'preload', retries: 1 });
+    const runId = (await server.client.runDeployment('preload')).id;
+    const first = await claimRun(server, runId);
+    expect((await first.as.issueIdentityToken({ audience: 'vault.internal' })).token).toMatch(/^eyJ/);
+
+    const unknown = server.client.withToken(`tsr_${'x'.repeat(43)}`);
+    expect((await failure(unknown.issueIdentityToken({ audience: 'vault.internal' }))).code).toBe('ERR_CREDENTIAL_INVALID');
+    expect((await failure(unknown.getFlowRun(runId))).code).toBe('ERR_CREDENTIAL_INVALID');
+
+    // The attempt fails and is retried: its credential is revoked, the retry's is live.
+    await first.as.proposeState(runId, { state: { type: 'FAILED' }, error: { name: 'Error', message: 'boom' } });
+    await server.services.ctx.db
+      .updateTable('flow_runs')
+      .set({ next_scheduled_start_time: new Date(Date.now() - 1000).toISOString() })
+      .where('id', '=', runId)
+      .execute();
+    const second = await claimRun(server, runId, { workerName: 'w-2' });
+    for (const stale of [first.as.issueIdentityToken({ audience: 'vault.internal' }), first.as.getFlowRun(runId)]) {
+      const e = await failure(stale);
+      expect([e.code, e.status]).toEqual(['ERR_CREDENTIAL_REVOKED', 401]);
+    }
+    const fresh = await second.as.issueIdentityToken({ audience: 'vault.internal' });
+    expect(decodeJwt(fresh.token)).toMatchObject({ run_id: runId, run_attempt: 2 });
+  });
+});

@@ -3,10 +3,11 @@ import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { causeOfPrincipal } from '../auth/principal.js';
 import type { Services } from '../services/index.js';
+import { TOKEN_ENDPOINT_PATH, type TokenRun } from '../services/tokens.js';
 import { endpointUrls, type Principal, registerFormParser, route } from './route.js';
 import * as S from './schemas.js';
 
-const TOKEN_PATH = '/api/identity/token';
+const TOKEN_PATH = TOKEN_ENDPOINT_PATH;
 
 const workspaceIdentity = z
   .object({ subTemplate: z.array(z.enum(SUB_TEMPLATE_KEYS)).min(1).max(SUB_TEMPLATE_KEYS.length).nullable() })
@@ -49,6 +50,8 @@ export function registerIdentityRoutes(app: FastifyInstance, s: Services): void 
         header === undefined
           ? undefined
           : { proof: header, method: request.method, urls: endpointUrls(s.issuer(), s.listenUrl, TOKEN_PATH, request) },
+        // Read with the credential (RunCredentialAuthenticator's preload), when it was.
+        request.preloaded as TokenRun | undefined,
       );
     },
   });

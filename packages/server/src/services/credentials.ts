@@ -20,8 +20,37 @@ export interface RunCredentialPrincipal {
 /** Every request of a run looks its credential up: built and compiled once. */
 const CREDENTIAL_BY_HASH = prepared((db, p) => db.selectFrom('run_credentials').selectAll().where('hash', '=', p(0)));
 
-function hashCredential(credential: string): string {
+/** The hash under which a credential is stored and looked up (SHA-256, hex). */
+export function hashCredential(credential: string): string {
   return createHash('sha256').update(credential).digest('hex');
+}
+
+/** The columns of a stored credential that {@link principalOf} judges. */
+export interface CredentialRow {
+  hash: string;
+  flow_run_id: string;
+  attempt: number;
+  worker_id: string | null;
+  revoked_at: string | null;
+}
+
+/**
+ * What the credential stored as `row` proves, looked up by `hash`; every way of looking a credential
+ * up ends here.
+ * @throws TesseraError `ERR_CREDENTIAL_INVALID` (unknown) or `ERR_CREDENTIAL_REVOKED` (run ended).
+ */
+export function principalOf(row: CredentialRow | undefined, hash: string): RunCredentialPrincipal {
+  // Constant-time compare of the looked-up hash is belt and braces: the lookup is by hash already.
+  if (!row || !timingSafeEqual(Buffer.from(row.hash, 'hex'), Buffer.from(hash, 'hex'))) {
+    throw new TesseraError('ERR_CREDENTIAL_INVALID', 'the run credential is not valid: it was never issued by this server');
+  }
+  if (row.revoked_at) {
+    throw new TesseraError(
+      'ERR_CREDENTIAL_REVOKED',
+      `the run credential was revoked at ${row.revoked_at}: the run's attempt ${row.attempt} has ended`,
+    );
+  }
+  return { runId: row.flow_run_id, attempt: row.attempt, workerId: row.worker_id, hash: hash.slice(0, 12) };
 }
 
 /**
@@ -75,18 +104,7 @@ export class CredentialService {
    */
   async authenticate(credential: string): Promise<RunCredentialPrincipal> {
     const hash = hashCredential(credential);
-    const row = await CREDENTIAL_BY_HASH.first(this.ctx.db, [hash]);
-    // Constant-time compare of the looked-up hash is belt and braces: the lookup is by hash already.
-    if (!row || !timingSafeEqual(Buffer.from(row.hash, 'hex'), Buffer.from(hash, 'hex'))) {
-      throw new TesseraError('ERR_CREDENTIAL_INVALID', 'the run credential is not valid: it was never issued by this server');
-    }
-    if (row.revoked_at) {
-      throw new TesseraError(
-        'ERR_CREDENTIAL_REVOKED',
-        `the run credential was revoked at ${row.revoked_at}: the run's attempt ${row.attempt} has ended`,
-      );
-    }
-    return { runId: row.flow_run_id, attempt: row.attempt, workerId: row.worker_id, hash: hash.slice(0, 12) };
+    return principalOf(await CREDENTIAL_BY_HASH.first(this.ctx.db, [hash]), hash);
   }
 
   async revokeForRun(db: Db, runId: string): Promise<void> {

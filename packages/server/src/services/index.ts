@@ -15,7 +15,7 @@ import { KeyManager } from './keys.js';
 import { RunService } from './runs.js';
 import { Scheduler } from './scheduler.js';
 import { TaskRunService } from './task-runs.js';
-import { TokenService } from './tokens.js';
+import { TOKEN_ENDPOINT_PATH, TokenService } from './tokens.js';
 import { TrustPolicyService } from './trust-policies.js';
 import { WorkerIdentityService } from './worker-identities.js';
 import { WorkspaceIdentityService } from './workspace-identity.js';
@@ -72,7 +72,9 @@ export class Services {
     this.accessTokens = new AccessTokenService(ctx, this.keys, issuer);
     // Access tokens are signed with RS256 keys and not recorded in issued_tokens.
     this.keys.coverUnrecordedTokens('RS256', () => this.accessTokens.ttlMs);
-    this.auth = new AuthRegistry([new RunCredentialAuthenticator(this.credentials), this.accessTokens.authenticator()]);
+    // The token endpoint checks the credential and reads the run in one statement (its hot path).
+    const preload = { url: TOKEN_ENDPOINT_PATH, read: (credential: string) => this.tokens.authenticateWithRun(credential) };
+    this.auth = new AuthRegistry([new RunCredentialAuthenticator(this.credentials, preload), this.accessTokens.authenticator()]);
     this.trustPolicies = new TrustPolicyService(ctx, this.audit);
     this.workerIdentities = new WorkerIdentityService(ctx, this.audit);
     this.federation = new FederationService(ctx, issuer, this.trustPolicies, this.workerIdentities, this.accessTokens, this.audit);

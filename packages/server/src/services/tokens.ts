@@ -22,13 +22,13 @@ import {
   SUB_TEMPLATE_VERSION,
   verifyDpopProof,
 } from '@tessera/identity';
-import type { Insertable } from 'kysely';
+import type { Insertable, Kysely } from 'kysely';
 import { iso } from '../lib/clock.js';
 import { fromJson } from '../lib/json.js';
 import { type PreparedQuery, prepared } from '../store/prepared.js';
-import type { IssuedTokenTable } from '../store/schema.js';
+import type { Database, IssuedTokenTable } from '../store/schema.js';
 import type { ServiceContext } from './context.js';
-import type { RunCredentialPrincipal } from './credentials.js';
+import { hashCredential, principalOf, type RunCredentialPrincipal } from './credentials.js';
 import type { KeyManager } from './keys.js';
 import { DEFAULT_WORKSPACE, type ResolvedSubTemplate, resolveSubTemplate } from './workspace-identity.js';
 
@@ -36,6 +36,8 @@ import { DEFAULT_WORKSPACE, type ResolvedSubTemplate, resolveSubTemplate } from 
 export const DEFAULT_TOKEN_LIFETIME_MS = 5 * 60_000;
 /** The longest lifetime a deployment allows when it sets no `identity.maxLifetimeMs`: 1 hour. */
 export const DEFAULT_MAX_TOKEN_LIFETIME_MS = 60 * 60_000;
+/** Where runs ask for tokens. */
+export const TOKEN_ENDPOINT_PATH = '/api/identity/token';
 /** The workspace every token names (one per server today). */
 export const WORKSPACE = DEFAULT_WORKSPACE;
 
@@ -54,7 +56,7 @@ export interface DpopRequest {
  * whether its identity was revoked, and the workspace's sub template (hot path: one statement, built
  * and compiled once).
  */
-const RUN_FOR_TOKEN = prepared((db, p) =>
+const tokenRunQuery = (db: Kysely<Database>) =>
   db
     .selectFrom('flow_runs as r')
     .innerJoin('flows as f', 'f.id', 'r.flow_id')
@@ -80,8 +82,19 @@ const RUN_FOR_TOKEN = prepared((db, p) =>
       'w.name as worker',
       'ir.revoked_at as identity_revoked_at',
       'ws.identity as workspace_identity',
-    ])
-    .where('r.id', '=', p(0)),
+    ]);
+
+const RUN_FOR_TOKEN = prepared((db, p) => tokenRunQuery(db).where('r.id', '=', p(0)));
+
+/**
+ * The same, found by the caller's credential, with the credential's own columns: the token endpoint
+ * checks the credential and reads the run in one statement (see `RunCredentialAuthenticator`).
+ */
+const RUN_FOR_TOKEN_BY_CREDENTIAL = prepared((db, p) =>
+  tokenRunQuery(db)
+    .innerJoin('run_credentials as rc', 'rc.flow_run_id', 'r.id')
+    .select(['rc.hash', 'rc.flow_run_id', 'rc.attempt as credential_attempt', 'rc.worker_id', 'rc.revoked_at'])
+    .where('rc.hash', '=', p(0)),
 );
 
 /** The request's one audience, trimmed. @throws TesseraError `ERR_AUDIENCE_REQUIRED` */
@@ -100,7 +113,7 @@ function audienceOf(req: IdentityTokenRequest): string {
 }
 
 /** A run as {@link RUN_FOR_TOKEN} reads it. */
-type TokenRun = NonNullable<Awaited<ReturnType<(typeof RUN_FOR_TOKEN)['first']>>>;
+export type TokenRun = NonNullable<Awaited<ReturnType<(typeof RUN_FOR_TOKEN)['first']>>>;
 
 /**
  * Issues run identity tokens: the caller is a live run credential whose run's identity is not
@@ -139,10 +152,16 @@ export class TokenService {
    *   `ERR_IDENTITY_REVOKED`, `ERR_NO_IDENTITY`, `ERR_AUDIENCE_NOT_ALLOWED`, `ERR_VALIDATION`
    *   (lifetime, task run), `ERR_DPOP_PROOF_INVALID`.
    */
-  async issue(principal: RunCredentialPrincipal, req: IdentityTokenRequest, dpop?: DpopRequest): Promise<IssuedIdentityToken> {
+  async issue(
+    principal: RunCredentialPrincipal,
+    req: IdentityTokenRequest,
+    dpop?: DpopRequest,
+    /** The run as {@link authenticateWithRun} read it with the credential, if it did. */
+    preloaded?: TokenRun,
+  ): Promise<IssuedIdentityToken> {
     const audience = audienceOf(req);
     this.rateLimit(principal.runId);
-    const run = await this.runFor(principal.runId);
+    const run = preloaded?.id === principal.runId ? preloaded : await this.runFor(principal.runId);
     if (run.attempt !== principal.attempt) {
       throw new TesseraError(
         'ERR_CREDENTIAL_REVOKED',
@@ -238,6 +257,18 @@ export class TokenService {
       audienceAllowed: parts.identity.audiences.includes(audience),
       allowedAudiences: parts.identity.audiences,
     };
+  }
+
+  /**
+   * Checks a run credential exactly as `CredentialService.authenticate` does, reading the run it is for
+   * in the same statement: the token endpoint's credential lookup and run read, in one.
+   * @throws TesseraError `ERR_CREDENTIAL_INVALID`, `ERR_CREDENTIAL_REVOKED`.
+   */
+  async authenticateWithRun(credential: string): Promise<{ principal: RunCredentialPrincipal; preloaded: TokenRun }> {
+    const hash = hashCredential(credential);
+    const row = await RUN_FOR_TOKEN_BY_CREDENTIAL.first(this.ctx.db, [hash]);
+    const principal = principalOf(row && { ...row, attempt: row.credential_attempt }, hash);
+    return { principal, preloaded: row as TokenRun };
   }
 
   private async runFor(runId: string): Promise<TokenRun> {
