@@ -160,7 +160,11 @@ describe('error bodies', () => {
   it('stay well-formed when a value sent is masked next to a JSON escape', async () => {
     await deploy(server, { name: 'escapes' });
     const { credential } = await claimRun(server, (await server.client.runDeployment('escapes')).id);
-    const audience = '\u001eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLXNpZw';
+    // A JWT-shaped value, made here, whose leading "e" is the last letter of the escape \u001e.
+    const shaped = [{ alg: 'ES256' }, { sub: 'x' }, 'signature-sig'].map((p) =>
+      Buffer.from(typeof p === 'string' ? p : JSON.stringify(p)).toString('base64url'),
+    );
+    const audience = `\u001e${shaped.join('.').slice(1)}`;
     const res = await fetch(`${server.url}/api/identity/token`, {
       method: 'POST',
       headers: { authorization: `Bearer ${credential}`, 'content-type': 'application/json' },

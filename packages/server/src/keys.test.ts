@@ -203,14 +203,19 @@ describe('key expiry (fake clock)', () => {
   let server: TestServer;
   afterEach(async () => server?.close());
 
-  it('keeps a retired RS256 key as long as an access token it may have signed lives, though none is recorded', async () => {
+  /** A server on a fake clock at t0, rotating by hand: new keys published 10 min before they sign, 5 min of leeway. */
+  async function startAtT0() {
     const clock = createFakeClock('2026-11-28T12:00:00Z');
-    const t0 = clock.now();
     server = await startTestServer({
       clock,
       backgroundServices: false,
       keys: { prePublish: '10m', expiryLeeway: '5m', rotationInterval: 0 },
     });
+    return { clock, t0: clock.now() };
+  }
+
+  it('keeps a retired RS256 key as long as an access token it may have signed lives, though none is recorded', async () => {
+    const { clock, t0 } = await startAtT0();
     server.services.accessTokens.ttlMs = 60 * 60_000;
     const before = (await server.client.listSigningKeys()).items.filter((k) => k.state === 'active');
     await server.client.rotateSigningKeys({});
@@ -226,13 +231,7 @@ describe('key expiry (fake clock)', () => {
   });
 
   it('keeps a retired key in the JWKS until its last token expired plus the leeway, then drops it', async () => {
-    const clock = createFakeClock('2026-11-28T12:00:00Z');
-    const t0 = clock.now();
-    server = await startTestServer({
-      clock,
-      backgroundServices: false,
-      keys: { prePublish: '10m', expiryLeeway: '5m', rotationInterval: 0 },
-    });
+    const { clock, t0 } = await startAtT0();
     const [rs] = await claimRuns(server);
     const a = await (rs as { as: ApiClient }).as.issueIdentityToken({ audience: AUDIENCE });
 

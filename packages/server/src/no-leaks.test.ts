@@ -21,8 +21,10 @@ async function deployAndClaim(server: TestServer, name: string, algorithm: 'RS25
 
 describe('redactSecrets', () => {
   // Catches: a change to the JWT or credential patterns of @tessera/core's redactSecrets (every log path uses it).
-  const jwt =
-    'eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ3czpkZWZhdWx0OmRlcGxveW1lbnQ6ZXRsIiwiYXVkIjoic3RzIn0.c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmU';
+  // Made here, JWT-shaped (a token's three base64url parts), signed by nobody.
+  const jwt = [{ alg: 'RS256', typ: 'JWT' }, { sub: 'ws:default:deployment:etl:env:prod', aud: 'sts' }, 'signature-signature-signature']
+    .map((part) => Buffer.from(typeof part === 'string' ? part : JSON.stringify(part)).toString('base64url'))
+    .join('.');
   const credential = `tsr_${'Ab3_-x'.repeat(6)}9Yz`;
 
   it('masks a JWT, keeping its last 4 characters', () => {
