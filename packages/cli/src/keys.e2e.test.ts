@@ -66,7 +66,8 @@ describe('tessera keys', () => {
     expect(res.items.map((k) => `${k.alg}:${k.state}`).sort()).toEqual(['ES256:active', 'RS256:active']);
     expect(res.settings).toEqual({
       prePublishMs: 600_000,
-      startPublishMs: 300_000,
+      // Local mode (loopback only): a restart's keys sign at once.
+      startPublishMs: 0,
       rotationIntervalMs: 30 * 86_400_000,
       expiryLeewayMs: 600_000,
       keyFile: false,
@@ -112,7 +113,7 @@ describe('tessera keys', () => {
     // The pending keys sign in about 10 minutes, after a 5-minute cache has refreshed: only the key-file warning.
     expect(same.stderr.trim().split('\n')).toEqual([
       expect.stringMatching(
-        /^warning the server keeps its private keys in memory only: each restart makes new keys, which sign 5 m 0 s after the start\. Publish again right after every restart, or start the server with --key-file$/,
+        /^warning the server keeps its private keys in memory only: each restart makes new keys, which sign at once, sooner than the site's caches \(max age 5 m 0 s\) refresh\. Publish again right after every restart, or start the server with --key-file$/,
       ),
     ]);
     expect(JSON.parse(readFileSync(join(home, 'site2', '.well-known', 'openid-configuration'), 'utf8')).issuer).toBe(server.issuer);

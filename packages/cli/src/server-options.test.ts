@@ -1,6 +1,6 @@
-/** `tessera server start` / `tessera dev` key and TLS options: flags over environment, and dev's defaults. */
+/** `tessera server start` / `tessera dev` key and TLS options: flags over environment. */
 import { describe, expect, it } from 'vitest';
-import { resolveKeyAndTlsOptions, withLocalKeyDefaults } from './commands/server.js';
+import { resolveKeyAndTlsOptions } from './commands/server.js';
 
 describe('resolveKeyAndTlsOptions', () => {
   it('reads the key settings from flags over TESSERA_* variables, paths relative to the working directory', () => {
@@ -19,15 +19,5 @@ describe('resolveKeyAndTlsOptions', () => {
     expect(() => resolveKeyAndTlsOptions({ keyStartPublish: 'soon' }, {}, '/srv')).toThrow(
       /--key-start-publish: "soon" is not a valid duration/,
     );
-  });
-});
-
-describe('withLocalKeyDefaults (tessera dev)', () => {
-  it('signs with a restart’s keys at once on a loopback dev server, unless told otherwise', () => {
-    expect(withLocalKeyDefaults({}, true)).toEqual({ keys: { startPublish: 0 } });
-    expect(withLocalKeyDefaults({ keys: { prePublish: 60_000 } }, true)).toEqual({ keys: { prePublish: 60_000, startPublish: 0 } });
-    expect(withLocalKeyDefaults({ keys: { startPublish: 300_000 } }, true)).toEqual({ keys: { startPublish: 300_000 } });
-    // `tessera server start` keeps the server's default (5 minutes).
-    expect(withLocalKeyDefaults({}, false)).toEqual({});
   });
 });

@@ -408,7 +408,14 @@ describe('key file', () => {
     const cachedKids = ((await cached.json()) as { keys: { kid: string }[] }).keys.map((k) => k.kid);
     const { databaseUrl } = first as TestServer & { databaseUrl?: string };
     await first.stop();
-    const second = await startTestServer({ home, clock, backgroundServices: false, ...(databaseUrl ? { databaseUrl } : {}) });
+    // startPublish as a server with login configured has it by default (test servers run in local mode, which signs at once).
+    const second = await startTestServer({
+      home,
+      clock,
+      backgroundServices: false,
+      keys: { startPublish: '5m' },
+      ...(databaseUrl ? { databaseUrl } : {}),
+    });
     try {
       const keys = (await second.client.listSigningKeys()).items;
       expect(keys.find((k) => k.kid === old.kid)).toMatchObject({ state: 'retired', held: false, published: true });
@@ -467,7 +474,7 @@ describe('key file', () => {
   });
 
   it('warns at start when the pre-publication delay is shorter than the JWKS cache lifetime', async () => {
-    const short = await startTestServer({ backgroundServices: false, keys: { prePublish: '30s' } });
+    const short = await startTestServer({ backgroundServices: false, keys: { prePublish: '30s', startPublish: '5m' } });
     const long = await startTestServer({ backgroundServices: false });
     try {
       expect(short.logs.join('')).toContain('keys.prePublish is 30000 ms, shorter than the JWKS cache lifetime (300000 ms)');
@@ -480,17 +487,13 @@ describe('key file', () => {
     }
   });
 
-  it('with --key-start-publish 0, a restart signs with its fresh key at once', async () => {
+  it('in local mode (loopback only), a restart signs with its fresh key at once', async () => {
     const home = join(dir, 'sign-at-once-home');
     const first = await startTestServer({ home, backgroundServices: false });
     const { databaseUrl } = first as TestServer & { databaseUrl?: string };
     await first.stop();
-    const second = await startTestServer({
-      home,
-      backgroundServices: false,
-      keys: { startPublish: 0 },
-      ...(databaseUrl ? { databaseUrl } : {}),
-    });
+    const second = await startTestServer({ home, backgroundServices: false, ...(databaseUrl ? { databaseUrl } : {}) });
+    expect(second.services.keys.rotationSettings.startPublishMs).toBe(0);
     try {
       const [rs] = await claimRuns(second);
       const token = await (rs as { as: ApiClient }).as.issueIdentityToken({ audience: AUDIENCE });

@@ -205,7 +205,10 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     // With several replicas, long polls on every replica wake when a run becomes due on any of them.
     const bus = store.createWakeupBus((e) => noteTrouble(e));
     if (bus) await ctx.wakeups.attach(bus);
-    await services.keys.start({ ...options.keys, ...(options.keyFile ? { keyFile: options.keyFile } : {}), replicaId });
+    // Local mode listens on loopback only, where no relying party elsewhere can have cached its JWKS:
+    // a restart's keys sign at once unless `keys.startPublish` says otherwise (docs/keys.md).
+    const keys = services.auth.localAdmin && options.keys?.startPublish === undefined ? { ...options.keys, startPublish: 0 } : options.keys;
+    await services.keys.start({ ...keys, ...(options.keyFile ? { keyFile: options.keyFile } : {}), replicaId });
   } catch (e) {
     await shutDownStore();
     throw e;

@@ -103,21 +103,12 @@ export async function startConfiguredServer(c: CliContext, flags: ServerFlags, d
     ...(config.port !== undefined ? { port: config.port } : {}),
     ...(config.publicUrl !== undefined ? { publicUrl: config.publicUrl } : {}),
     logLevel: config.logLevel ?? defaults.logLevel,
-    ...withLocalKeyDefaults(resolveKeyAndTlsOptions(flags, c.io.env, c.io.cwd), defaults.localMode === true),
+    ...resolveKeyAndTlsOptions(flags, c.io.env, c.io.cwd),
     ...(config.auth !== undefined && !defaults.localMode ? { auth: config.auth } : {}),
     ...(config.trustProxy !== undefined ? { trustProxy: config.trustProxy } : {}),
     logStream: createPrettyLogStream(c.io.stderr, { style: c.errStyle, timeZone: c.timeZone, source: 'server' }),
   });
   return { server, config };
-}
-
-/**
- * `tessera dev` serves its JWKS on loopback only, where no relying party can have cached it: a key
- * made at a restart signs at once unless `--key-start-publish` says otherwise.
- */
-export function withLocalKeyDefaults<T extends { keys?: KeySettingsOptions }>(resolved: T, localMode: boolean): T {
-  if (!localMode || resolved.keys?.startPublish !== undefined) return resolved;
-  return { ...resolved, keys: { ...resolved.keys, startPublish: 0 } };
 }
 
 /** `tessera server start`. */

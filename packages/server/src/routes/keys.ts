@@ -80,7 +80,7 @@ export function registerKeyRoutes(app: FastifyInstance, s: Services): void {
       }
       if (!settings.keyFile) {
         warnings.push(
-          `the server keeps its private keys in memory only: each restart makes new keys, which sign ${formatDuration(settings.startPublishMs)} after the start${settings.startPublishMs < cacheMaxAgeMs ? `, sooner than the site's caches (max age ${formatDuration(cacheMaxAgeMs)}) refresh` : ''}. Publish again right after every restart, or start the server with --key-file`,
+          `the server keeps its private keys in memory only: each restart makes new keys, which sign ${settings.startPublishMs > 0 ? `${formatDuration(settings.startPublishMs)} after the start` : 'at once'}${settings.startPublishMs < cacheMaxAgeMs ? `, sooner than the site's caches (max age ${formatDuration(cacheMaxAgeMs)}) refresh` : ''}. Publish again right after every restart, or start the server with --key-file`,
         );
       }
       return {
