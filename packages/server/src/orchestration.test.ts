@@ -306,6 +306,41 @@ describe('deployments and parameters', () => {
 });
 
 describe('scheduler', () => {
+  it('creates the slots it missed while it could not run, as long as they would not be Late yet', async () => {
+    const clock = createFakeClock('2026-11-28T12:00:30Z');
+    const server = await startTestServer({
+      clock,
+      backgroundServices: false,
+      settings: { scheduleHorizonMs: 5 * 60_000, maxScheduledRuns: 2, lateAfterMs: 5 * 60_000 },
+    });
+    try {
+      await server.client.createWorkPool({ name: 'default' });
+      await server.client.putDeployment(spec({ name: 'catch-up', schedules: [{ interval: 60_000 }] }));
+      await server.tick();
+      // The scheduler stalls for 4 minutes (a leader failing over, a stalled event loop): two slots
+      // ahead were not enough. The slots it missed are created now, none twice, none skipped.
+      clock.advance(4 * 60_000);
+      await server.tick();
+      await server.tick();
+      const slots = (await server.client.listFlowRuns({ deployment: 'catch-up', limit: 100 })).items
+        .map((r) => Date.parse(r.expectedStartTime))
+        .sort((a, b) => a - b);
+      // Two missed (12:03, 12:04) and two ahead (12:05, 12:06), after the first two.
+      expect(slots).toHaveLength(6);
+      expect(new Set(slots).size).toBe(slots.length);
+      expect(slots.slice(1).filter((t, i) => t - (slots[i] as number) !== 60_000)).toEqual([]);
+      // Down longer than lateAfterMs: what would already be Late is skipped, not created.
+      clock.advance(20 * 60_000);
+      await server.tick();
+      const after = (await server.client.listFlowRuns({ deployment: 'catch-up', limit: 100 })).items.map((r) =>
+        Date.parse(r.expectedStartTime),
+      );
+      expect(Math.min(...after.filter((t) => t > Math.max(...slots)))).toBeGreaterThanOrEqual(clock.now() - 5 * 60_000);
+    } finally {
+      await server.close();
+    }
+  });
+
   it('creates upcoming runs once per slot, across ticks and restarts, and marks late runs', async () => {
     const clock = createFakeClock('2026-11-28T12:00:30Z');
     let server = await startTestServer({

@@ -29,14 +29,20 @@ export class Scheduler {
       .execute();
     let created = 0;
     for (const s of schedules) {
-      // Start from the latest slot already created, so a restart continues rather than backfills.
+      // Continue from the latest slot already created. Slots the scheduler missed while it could not
+      // run (a stalled or failed-over leader, a restart) are created late, but only while they would
+      // not be Late yet: a server down for a day does not flood the pool with a day of runs.
       const last = await this.ctx.db
         .selectFrom('flow_runs')
         .select((eb) => eb.fn.max('expected_start_time').as('t'))
         .where('deployment_id', '=', s.deployment_id)
         .where('idempotency_key', 'like', `schedule:${s.id}:%`)
         .executeTakeFirst();
-      const from = Math.max(now - 1000, last?.t ? Date.parse(last.t as string) : 0, Date.parse(s.created_at) - 1000);
+      const lastSlot = last?.t ? Date.parse(last.t as string) : undefined;
+      const from =
+        lastSlot === undefined
+          ? Math.max(now - 1000, Date.parse(s.created_at) - 1000)
+          : Math.max(lastSlot, now - Math.max(1000, this.ctx.settings.lateAfterMs));
       const slots = nextSlots(s, from, horizon, this.ctx.settings.maxScheduledRuns);
       const upcoming = await this.ctx.db
         .selectFrom('flow_runs')
