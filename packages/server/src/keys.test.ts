@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { type ApiClient, RUN_TOKEN_CLAIM_NAMES, type SigningKeyInfo, type TesseraError, type TokenAlgorithm } from '@tessera/core';
 import { DPOP_ALGORITHMS } from '@tessera/identity';
-import { createFakeClock, REPO_ROOT, startTestServer, type TestServer } from '@tessera/testing';
+import { createFakeClock, failure, REPO_ROOT, startTestServer, type TestServer } from '@tessera/testing';
 import { createRemoteJWKSet, customFetch, decodeProtectedHeader, errors as joseErrors, jwtVerify } from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 
@@ -414,6 +414,7 @@ describe('key file', () => {
       clock,
       backgroundServices: false,
       keys: { startPublish: '5m' },
+      settings: { tokenRateLimitPerMinute: 2 },
       ...(databaseUrl ? { databaseUrl } : {}),
     });
     try {
@@ -442,6 +443,11 @@ describe('key file', () => {
         code: 'ERR_KEY_PENDING',
         details: { alg: 'RS256', activatesAt: fresh.activatesAt, retryAfterSeconds: retryAfter },
       });
+      // Waiting does not use up the run's rate limit (2 a minute here): every retry is told to wait, none 429.
+      for (let i = 0; i < 3; i++) {
+        const again = await failure((run as { as: ApiClient }).as.issueIdentityToken({ audience: AUDIENCE }));
+        expect(again.code).toBe('ERR_KEY_PENDING');
+      }
 
       // The leader takes this replica for dead and retires its pending keys (a database blip): the
       // replica makes another key, which waits out the caches too, rather than signing unpublished
