@@ -69,10 +69,10 @@ export function registerKeyRoutes(app: FastifyInstance, s: Services): void {
         .map(Date.parse)
         .sort((a, b) => a - b)[0];
       const warnings: string[] = [];
-      const { items } = await s.keys.list();
-      for (const k of items) {
+      // Not keys.list(): its token counts scan every issued token, and only pending keys matter here.
+      for (const k of await s.keys.pendingKeys()) {
         const signsIn = Date.parse(k.activatesAt) - now;
-        if (k.state === 'pending' && signsIn < cacheMaxAgeMs) {
+        if (signsIn < cacheMaxAgeMs) {
           warnings.push(
             `${k.alg} key ${k.kid} signs from ${k.activatesAt}, ${formatDuration(signsIn)} from now: a cache of the previous files (max age ${formatDuration(cacheMaxAgeMs)}) may not show it by then. Upload these files at once; publish sooner after each rotation, or lengthen --key-pre-publish`,
           );

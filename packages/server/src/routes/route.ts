@@ -187,7 +187,7 @@ export function requireOwnRun(principal: Principal | null, runId: string): void 
  * token pasted into the wrong field never comes back in an error.
  */
 export function errorBody(error: unknown): { status: number; body: ApiErrorBody } {
-  if (error instanceof TesseraError) return { status: error.status, body: redacted(error.toJSON()) };
+  if (error instanceof TesseraError) return { status: error.status, body: redactDeep(error.toJSON()) as ApiErrorBody };
   const fe = error as { statusCode?: number; code?: string; message?: string };
   if (fe.statusCode && fe.statusCode < 500) {
     return {
@@ -199,11 +199,6 @@ export function errorBody(error: unknown): { status: number; body: ApiErrorBody 
     status: 500,
     body: { error: 'InternalError', code: 'ERR_INTERNAL', message: 'internal server error; the server log has the details' },
   };
-}
-
-/** `body` with every string in it (message, details) passed through `redactSecrets`. */
-function redacted(body: ApiErrorBody): ApiErrorBody {
-  return redactDeep(body) as ApiErrorBody;
 }
 
 /** `value` with every string in it masked, keys included; arrays and plain objects are copied, anything else kept. */

@@ -398,6 +398,18 @@ export class KeyManager {
 
   /** The JWKS: pending keys (published before they sign), the active ones, and retired keys whose tokens may still be valid. */
   async jwks(): Promise<JsonWebKeySet> {
+    return buildJwks((await this.publishedRows()).map(({ row }) => JSON.parse(row.public_jwk) as JWK));
+  }
+
+  /** Every replica's keys that are published but do not sign yet, with when they start (for `keys publish`). */
+  async pendingKeys(): Promise<{ kid: string; alg: SigningAlgorithm; activatesAt: string }[]> {
+    return (await this.publishedRows())
+      .filter(({ state }) => state === 'pending')
+      .map(({ row }) => ({ kid: row.kid, alg: row.alg as SigningAlgorithm, activatesAt: row.activates_at }));
+  }
+
+  /** The keys in the JWKS now, newest first, with their states. */
+  private async publishedRows(): Promise<{ row: KeyRow; state: ReturnType<typeof keyState> }[]> {
     const now = this.ctx.clock.now();
     const rows = await this.ctx.db
       .selectFrom('signing_keys')
@@ -406,7 +418,7 @@ export class KeyManager {
       .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', iso(now))]))
       .orderBy('created_at', 'desc')
       .execute();
-    return buildJwks(rows.filter((r) => isPublished(keyState(rowTimes(r), now))).map((r) => JSON.parse(r.public_jwk) as JWK));
+    return rows.map((row) => ({ row, state: keyState(rowTimes(row), now) })).filter(({ state }) => isPublished(state));
   }
 
   /** Every key the database knows, newest first, with its state and the tokens it signed. */
