@@ -150,7 +150,8 @@ export class TokenService {
    * Issues one token for the caller's run.
    * @throws TesseraError `ERR_AUDIENCE_REQUIRED`, `ERR_RATE_LIMITED`, `ERR_CREDENTIAL_REVOKED`,
    *   `ERR_IDENTITY_REVOKED`, `ERR_NO_IDENTITY`, `ERR_AUDIENCE_NOT_ALLOWED`, `ERR_VALIDATION`
-   *   (lifetime, task run), `ERR_DPOP_PROOF_INVALID`.
+   *   (lifetime, task run), `ERR_DPOP_PROOF_INVALID`, `ERR_KEY_PENDING` (503: this replica's key made at
+   *   start does not sign yet; see `KeyManager.signingKey`).
    */
   async issue(
     principal: RunCredentialPrincipal,
