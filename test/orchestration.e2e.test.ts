@@ -25,6 +25,8 @@ const exec = promisify(execFile);
 let server: TestServer;
 let project: TestProject;
 const workers: BackgroundProcess[] = [];
+/** Deployments given a schedule by the current test: their schedules are removed after it. */
+const scheduled: string[] = [];
 
 function startWorker(extra: string[] = []): BackgroundProcess {
   const w = startCli(['worker', 'start', '--pool', 'default', '--poll-wait', '2s', '--cancel-grace', '3s', ...extra], {
@@ -35,6 +37,7 @@ function startWorker(extra: string[] = []): BackgroundProcess {
 }
 
 function deploy(name: string, entry: string, extra: Partial<DeploymentSpec> = {}) {
+  if (extra.schedules?.length) scheduled.push(name);
   return server.client.putDeployment({
     name,
     flowName: name,
@@ -45,13 +48,26 @@ function deploy(name: string, entry: string, extra: Partial<DeploymentSpec> = {}
   });
 }
 
+/** What a timed-out wait shows: the run's history, and the tails of the workers' and server's logs. */
+async function explain(runId?: string): Promise<string> {
+  const tail = (text: string, n = 25) => text.trim().split('\n').slice(-n).join('\n');
+  const parts: string[] = [];
+  if (runId) {
+    const states = (await server.client.getFlowRunStates(runId)).items;
+    parts.push(`run ${runId} history:\n${states.map((s) => `  ${s.timestamp} ${s.name}${s.message ? `: ${s.message}` : ''}`).join('\n')}`);
+  }
+  for (const w of workers) parts.push(`worker pid ${w.child.pid} output (tail):\n${tail(w.output())}`);
+  parts.push(`server log (tail):\n${tail(server.logs.join('\n'), 40)}`);
+  return parts.join('\n');
+}
+
 async function finished(id: string, timeoutMs = 30_000): Promise<FlowRun> {
   return waitFor(
     async () => {
       const r = await server.client.getFlowRun(id);
       return isTerminal(r.state.type) ? r : undefined;
     },
-    { timeoutMs, what: `run ${id} to finish` },
+    { timeoutMs, what: `run ${id} to finish`, explain: () => explain(id) },
   );
 }
 
@@ -61,7 +77,7 @@ async function inState(id: string, type: string, timeoutMs = 30_000): Promise<Fl
       const r = await server.client.getFlowRun(id);
       return r.state.type === type ? r : undefined;
     },
-    { timeoutMs, what: `run ${id} to be ${type}` },
+    { timeoutMs, what: `run ${id} to be ${type}`, explain: () => explain(id) },
   );
 }
 
@@ -75,10 +91,21 @@ beforeAll(async () => {
 afterEach(async () => {
   // Keep one healthy worker between tests.
   for (const w of workers.splice(1)) await w.kill('SIGKILL');
+  // A test that failed half-way must not leave a schedule feeding runs into the next tests' pool.
+  for (const name of scheduled.splice(0)) {
+    await server.client.putDeployment({
+      name,
+      flowName: name,
+      entrypoint: 'flows.ts:ok',
+      path: project.dir,
+      workPool: 'default',
+      schedules: [],
+    });
+  }
 });
 
 afterAll(async () => {
-  for (const w of workers) await w.kill('SIGTERM');
+  for (const w of workers) await w.kill('SIGTERM', 10_000);
   await server.close();
   project.remove();
 });
@@ -113,7 +140,7 @@ describe('running flows end to end', () => {
     await deploy('every-2s', 'ok', { schedules: [{ interval: 2000 }] });
     const first = await waitFor(
       async () => (await server.client.listFlowRuns({ deployment: 'every-2s', state: 'COMPLETED' })).items.at(-1),
-      { timeoutMs: 20_000, what: 'a scheduled run to complete' },
+      { timeoutMs: 20_000, what: 'a scheduled run to complete', explain: () => explain() },
     );
     expect(first.triggerKind).toBe('schedule');
     // "On time" is the orchestrator's part: the scheduler makes the slot due and a worker claims it
@@ -124,14 +151,6 @@ describe('running flows end to end', () => {
     expect(claimed, 'the run has a Pending (claimed) entry').toBeDefined();
     const lateness = Date.parse(claimed?.timestamp as string) - Date.parse(first.expectedStartTime);
     expect(lateness).toBeLessThan(3_000);
-    await server.client.putDeployment({
-      name: 'every-2s',
-      flowName: 'every-2s',
-      entrypoint: 'flows.ts:ok',
-      path: project.dir,
-      workPool: 'default',
-      schedules: [],
-    });
   });
 
   it('cancels a running flow within the grace period', async () => {
@@ -172,7 +191,8 @@ describe('running flows end to end', () => {
     mkdirSync(dir);
     await deploy('survivor', 'marker', { retries: 1, retryDelaysMs: [0] });
     // Only the doomed worker may claim it: the healthy one stops first, and comes back after the kill.
-    await (workers.shift() as BackgroundProcess).kill('SIGTERM');
+    // (A worker drains its runs on SIGTERM; one left running by a failed test must not hang this one.)
+    await (workers.shift() as BackgroundProcess).kill('SIGTERM', 10_000);
     const doomed = startWorker(['--name', 'doomed']);
     const run = await server.client.runDeployment('survivor', { parameters: { dir, ms: 4_000 } });
     const claimed = await inState(run.id, 'RUNNING');
@@ -232,14 +252,6 @@ describe('running flows end to end', () => {
     const ticks = (await server.client.listFlowRuns({ deployment: 'ticking', limit: 1000 })).items.map((r) => r.expectedStartTime);
     expect(ticks.length).toBeGreaterThan(2);
     expect(new Set(ticks).size).toBe(ticks.length);
-    await server.client.putDeployment({
-      name: 'ticking',
-      flowName: 'ticking',
-      entrypoint: 'flows.ts:ok',
-      path: project.dir,
-      workPool: 'default',
-      schedules: [],
-    });
   });
 });
 

@@ -248,6 +248,65 @@ describe('long polls and runs due later', () => {
       await server.close();
     }
   });
+
+  it('a poll facing a due run it may not claim waits for a change instead of claiming again and again, and takes the run once a slot frees', async () => {
+    const server = await startTestServer({ backgroundServices: false });
+    try {
+      await server.client.createWorkPool({ name: 'default' });
+      await server.client.putDeployment(spec({ concurrencyLimit: 1 }));
+      const first = await server.client.runDeployment('etl');
+      const c = await claimOne(server.client);
+      await c.as.proposeState(first.id, { state: { type: 'RUNNING' } });
+      // Due now, but the deployment's only slot is taken.
+      const second = await server.client.runDeployment('etl');
+      const claims = server.services.claims;
+      const claim = claims.claim.bind(claims);
+      let calls = 0;
+      claims.claim = (...args: Parameters<typeof claims.claim>) => {
+        calls++;
+        return claim(...args);
+      };
+      const started = Date.now();
+      const poll = server.client.poll('default', { workerId: randomUUID(), workerName: 'w', capacity: 1, running: [], waitMs: 20_000 });
+      await new Promise((r) => setTimeout(r, 1_000));
+      // Held open without spinning: one claim at the start, none while nothing changes.
+      expect(calls).toBe(1);
+      await c.as.proposeState(first.id, { state: { type: 'COMPLETED' } });
+      const res = await poll;
+      expect(res.runs.map((r) => r.run.id)).toEqual([second.id]);
+      expect(Date.now() - started).toBeLessThan(5_000);
+      expect(calls).toBe(2);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('a poll on a paused pool with a due run waits without claiming again, and claims the run as soon as the pool is resumed', async () => {
+    const server = await startTestServer({ backgroundServices: false });
+    try {
+      await server.client.createWorkPool({ name: 'default' });
+      await server.client.putDeployment(spec());
+      await server.client.updateWorkPool('default', { paused: true });
+      const run = await server.client.runDeployment('etl');
+      const claims = server.services.claims;
+      const claim = claims.claim.bind(claims);
+      let calls = 0;
+      claims.claim = (...args: Parameters<typeof claims.claim>) => {
+        calls++;
+        return claim(...args);
+      };
+      const started = Date.now();
+      const poll = server.client.poll('default', { workerId: randomUUID(), workerName: 'w', capacity: 1, running: [], waitMs: 20_000 });
+      await new Promise((r) => setTimeout(r, 1_000));
+      expect(calls).toBe(1);
+      await server.client.updateWorkPool('default', { paused: false });
+      const res = await poll;
+      expect(res.runs.map((r) => r.run.id)).toEqual([run.id]);
+      expect(Date.now() - started).toBeLessThan(5_000);
+    } finally {
+      await server.close();
+    }
+  });
 });
 
 describe('deployments and parameters', () => {

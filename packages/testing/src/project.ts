@@ -81,7 +81,8 @@ export interface BackgroundProcess {
   output(): string;
   /** Resolves with the exit code once the process ends. */
   exited: Promise<number | null>;
-  kill(signal?: NodeJS.Signals): Promise<number | null>;
+  /** Sends `signal`; with `killAfterMs`, sends SIGKILL if the process has not exited by then. */
+  kill(signal?: NodeJS.Signals, killAfterMs?: number): Promise<number | null>;
 }
 
 /** Starts a long-running CLI command (a worker, a server) in the background. */
@@ -103,8 +104,12 @@ export function startCli(args: string[], options: { cwd?: string; env?: Record<s
     child,
     output: () => out,
     exited,
-    async kill(signal = 'SIGTERM') {
+    async kill(signal = 'SIGTERM', killAfterMs?: number) {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      if (killAfterMs !== undefined) {
+        const timer = setTimeout(() => child.exitCode === null && child.signalCode === null && child.kill('SIGKILL'), killAfterMs);
+        void exited.then(() => clearTimeout(timer));
+      }
       return exited;
     },
   };

@@ -1,7 +1,11 @@
-/** Polls `fn` until it returns a truthy value or `timeoutMs` passes; the error names what was awaited. */
+/**
+ * Polls `fn` until it returns a truthy value or `timeoutMs` passes; the error names what was awaited,
+ * and adds what `explain` says about the state of things (a run's history, a process's output), so a
+ * timeout in CI can be understood without reproducing it.
+ */
 export async function waitFor<T>(
   fn: () => Promise<T | undefined | null | false> | T | undefined | null | false,
-  options: { timeoutMs?: number; intervalMs?: number; what?: string } = {},
+  options: { timeoutMs?: number; intervalMs?: number; what?: string; explain?: () => Promise<string> | string } = {},
 ): Promise<T> {
   const deadline = Date.now() + (options.timeoutMs ?? 20_000);
   let last: unknown;
@@ -13,8 +17,16 @@ export async function waitFor<T>(
       last = e;
     }
     if (Date.now() > deadline) {
+      let explained = '';
+      if (options.explain) {
+        try {
+          explained = `\n${await options.explain()}`;
+        } catch (e) {
+          explained = `\n(could not explain: ${(e as Error).message})`;
+        }
+      }
       throw new Error(
-        `timed out after ${options.timeoutMs ?? 20_000} ms waiting for ${options.what ?? 'condition'}${last ? ` (last error: ${(last as Error).message})` : ''}`,
+        `timed out after ${options.timeoutMs ?? 20_000} ms waiting for ${options.what ?? 'condition'}${last ? ` (last error: ${(last as Error).message})` : ''}${explained}`,
       );
     }
     await new Promise((r) => setTimeout(r, options.intervalMs ?? 50));

@@ -1,16 +1,17 @@
 import type { ClaimedRun, DeploymentIdentity, TokenFilesSpec, WorkerPollRequest, WorkerPollResponse } from '@tessera/core';
 import { DEFAULT_AZURE_TOKEN_FILE_LIFETIME_MS, TesseraError } from '@tessera/core';
-import type { Kysely, Transaction } from 'kysely';
+import type { ExpressionBuilder, Kysely, Transaction } from 'kysely';
 import { iso } from '../lib/clock.js';
 import { fromJson, toJson } from '../lib/json.js';
 import { type FlowRunRow, toFlowRun } from '../store/rows.js';
 import type { Database } from '../store/schema.js';
 import type { ServiceContext } from './context.js';
 import type { CredentialService } from './credentials.js';
-import type { RunService } from './runs.js';
+import { ACTIVE_STATES, type RunService } from './runs.js';
 import { DEFAULT_MAX_TOKEN_LIFETIME_MS } from './tokens.js';
 
-const ACTIVE_STATES = ['PENDING', 'RUNNING', 'CANCELLING'];
+/** After a claim found nothing although a run is due (rows locked by another claimer), look again this soon. */
+const RECHECK_DUE_MS = 50;
 
 type Db = Kysely<Database> | Transaction<Database>;
 
@@ -47,7 +48,8 @@ export class ClaimService {
     let first = true;
     for (;;) {
       if (woken !== poolKey) housekeeping = await this.reconcile(req);
-      const runs = req.capacity > 0 ? await this.claim(pool, req, first) : [];
+      const outcome: ClaimOutcome = { blocked: false };
+      const runs = req.capacity > 0 ? await this.claim(pool, req, first, outcome) : [];
       first = false;
       const now = this.ctx.clock.now();
       if (runs.length > 0 || housekeeping.cancel.length > 0 || housekeeping.forget.length > 0 || now >= deadline || signal?.aborted) {
@@ -55,7 +57,7 @@ export class ClaimService {
         if (now - started >= 1_000) await this.heartbeat(pool.id, req);
         return { runs, ...housekeeping };
       }
-      const nextDue = req.capacity > 0 ? await this.nextDueTime(pool.id) : null;
+      const nextDue = req.capacity > 0 ? await this.nextWakeTime(pool.id, now, outcome.blocked) : null;
       const until = Math.min(deadline, nextDue ?? Number.POSITIVE_INFINITY);
       woken = await this.ctx.wakeups.wait([poolKey, `worker:${req.workerId}`], until - now + 5, signal);
     }
@@ -144,14 +146,32 @@ export class ClaimService {
     return { cancel, forget };
   }
 
-  private async nextDueTime(poolId: string): Promise<number | null> {
+  /**
+   * When a poll that claimed nothing should look again without being woken: when the pool's next run
+   * becomes due. A run already due that the claim did not take is either blocked (a concurrency limit,
+   * a paused pool: the run that frees the slot, or the unpausing, wakes the pool, so only runs due
+   * later count) or was locked by another claimer a moment ago (look again shortly).
+   */
+  private async nextWakeTime(poolId: string, now: number, blocked: boolean): Promise<number | null> {
+    const dueAfter = (eb: ExpressionBuilder<Database, 'work_pools'>, after?: string) => {
+      let q = eb
+        .selectFrom('flow_runs')
+        .select((e) => e.fn.min('next_scheduled_start_time').as('t'))
+        .where('work_pool_id', '=', poolId)
+        .where('state_type', '=', 'SCHEDULED');
+      if (after !== undefined) q = q.where('next_scheduled_start_time', '>', after);
+      return q;
+    };
     const row = await this.ctx.db
-      .selectFrom('flow_runs')
-      .select((eb) => eb.fn.min('next_scheduled_start_time').as('next'))
-      .where('work_pool_id', '=', poolId)
-      .where('state_type', '=', 'SCHEDULED')
+      .selectFrom('work_pools')
+      .select((eb) => ['paused', dueAfter(eb).as('next'), dueAfter(eb, iso(now)).as('later')])
+      .where('id', '=', poolId)
       .executeTakeFirst();
-    return row?.next ? Date.parse(row.next as string) : null;
+    if (!row?.next) return null;
+    const next = Date.parse(row.next as string);
+    if (next > now) return next;
+    if (blocked || row.paused) return row.later ? Date.parse(row.later as string) : null;
+    return now + RECHECK_DUE_MS;
   }
 
   /**
@@ -162,7 +182,12 @@ export class ClaimService {
    * history written and their credentials issued in one statement each. With `heartbeat`, the
    * worker's heartbeat is recorded in the same transaction (the first claim of a poll).
    */
-  async claim(given: { id: string; paused: number }, req: WorkerPollRequest, heartbeat = false): Promise<ClaimedRun[]> {
+  async claim(
+    given: { id: string; paused: number },
+    req: WorkerPollRequest,
+    heartbeat = false,
+    outcome: ClaimOutcome = { blocked: false },
+  ): Promise<ClaimedRun[]> {
     const poolId = given.id;
     const claimed: { row: ClaimRow; credential: string }[] = [];
     await this.ctx.db.transaction().execute(async (trx) => {
@@ -222,6 +247,8 @@ export class ClaimService {
       let budget = req.capacity;
       const poolLimit = (candidates[0] as ClaimRow).pool_limit;
       if (poolLimit !== null) budget = Math.min(budget, poolLimit - (await activeCount('work_pool_id', poolId)));
+      // Due runs are there, and the limits hold them all back.
+      outcome.blocked = budget <= 0;
       if (budget <= 0) return;
       const deploymentActive = new Map<string, number>();
       const queueActive = new Map<string, number>();
@@ -258,6 +285,7 @@ export class ClaimService {
         }
         chosen.push(run);
       }
+      outcome.blocked = chosen.length === 0;
       if (chosen.length === 0) return;
       const at = iso(now);
       // The rows are locked by this transaction (PostgreSQL) or this is the only writer (SQLite):
@@ -335,6 +363,11 @@ export class ClaimService {
       };
     });
   }
+}
+
+/** What a claim that took nothing saw: `blocked` when due runs were there but the concurrency limits held them all back. */
+interface ClaimOutcome {
+  blocked: boolean;
 }
 
 /** A claim candidate: the run row with the names and deployment fields its claim answer needs. */

@@ -52,6 +52,10 @@ export interface NewRun {
 
 const MAX_RESULT_BYTES = 1_000_000;
 
+/** The states that hold a slot under the concurrency limits: claimed and not yet ended. */
+export const ACTIVE_STATES = ['PENDING', 'RUNNING', 'CANCELLING'] as const satisfies readonly StateType[];
+const ACTIVE_STATE_TYPES: ReadonlySet<StateType> = new Set(ACTIVE_STATES);
+
 /** Flow runs: creation, state transitions with the server's rules, cancellation, reads. */
 export class RunService {
   constructor(private readonly ctx: ServiceContext) {}
@@ -323,6 +327,9 @@ export class RunService {
       if (retryScheduled && run.work_pool_id) wakePool = run.work_pool_id;
     }
     if (to === 'SCHEDULED' && run.work_pool_id) wakePool = run.work_pool_id;
+    // A run that leaves Pending, Running or Cancelling frees a slot under the pool's, queue's and
+    // deployment's concurrency limits: polls held open in front of a run those limits blocked claim it now.
+    if (ACTIVE_STATE_TYPES.has(from) && !ACTIVE_STATE_TYPES.has(to) && run.work_pool_id) wakePool = run.work_pool_id;
     const updated = (await this.getRunRow(run.id, trx)) as FlowRunRow;
     return {
       response: { status: 'ACCEPT', run: toFlowRun(updated), ...(retryScheduled ? { retryScheduled } : {}) },
@@ -377,10 +384,16 @@ export class RunService {
           to === 'CANCELLED' ? { end_time: iso(this.ctx.clock.now()), next_scheduled_start_time: null } : {};
         if (!(await this.writeTransition(trx, run, { type: to, name: STATE_NAMES[to], message: 'cancel requested' }, cause, patch)))
           return 'retry' as const;
-        return { run: (await this.getRunRow(id, trx)) as FlowRunRow, worker: to === 'CANCELLING' ? run.worker_id : null };
+        return {
+          run: (await this.getRunRow(id, trx)) as FlowRunRow,
+          worker: to === 'CANCELLING' ? run.worker_id : null,
+          // A claimed run cancelled outright (it had no worker) frees a concurrency slot.
+          freed: to === 'CANCELLED' && ACTIVE_STATE_TYPES.has(from) ? run.work_pool_id : null,
+        };
       });
       if (out !== 'retry') {
         if ('worker' in out && out.worker) this.ctx.wakeups.workerChanged(out.worker);
+        if ('freed' in out && out.freed) this.ctx.wakeups.poolChanged(out.freed);
         return toFlowRun(out.run);
       }
     }

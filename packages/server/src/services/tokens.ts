@@ -188,7 +188,7 @@ export class TokenService {
           remember: (jkt, jti, until) => this.rememberProof(jkt, jti, until),
         })
       : undefined;
-    const { identity, lifetimeMs, sub, taskRunId } = parts;
+    const { lifetimeMs, sub, taskRunId } = parts;
     const claims = this.claimsOf(parts, bound);
     const minted = await mintRunToken({
       key,
