@@ -229,6 +229,21 @@ describe('orchestration rules (real server, SQLite)', () => {
   });
 });
 
+/** Starts a 20 s poll with capacity 1, counting the claims it makes; resolves 1 s later, the poll still open. */
+async function heldPoll(server: TestServer) {
+  const claims = server.services.claims;
+  const claim = claims.claim.bind(claims);
+  let calls = 0;
+  claims.claim = (...args: Parameters<typeof claims.claim>) => {
+    calls++;
+    return claim(...args);
+  };
+  const started = Date.now();
+  const answer = server.client.poll('default', { workerId: randomUUID(), workerName: 'w', capacity: 1, running: [], waitMs: 20_000 });
+  await new Promise((r) => setTimeout(r, 1_000));
+  return { answer, started, claims: () => calls };
+}
+
 describe('long polls and runs due later', () => {
   it('a poll already waiting claims a run created for later at its time, not at the end of the poll', async () => {
     const server = await startTestServer({ backgroundServices: false });
@@ -259,23 +274,14 @@ describe('long polls and runs due later', () => {
       await c.as.proposeState(first.id, { state: { type: 'RUNNING' } });
       // Due now, but the deployment's only slot is taken.
       const second = await server.client.runDeployment('etl');
-      const claims = server.services.claims;
-      const claim = claims.claim.bind(claims);
-      let calls = 0;
-      claims.claim = (...args: Parameters<typeof claims.claim>) => {
-        calls++;
-        return claim(...args);
-      };
-      const started = Date.now();
-      const poll = server.client.poll('default', { workerId: randomUUID(), workerName: 'w', capacity: 1, running: [], waitMs: 20_000 });
-      await new Promise((r) => setTimeout(r, 1_000));
+      const poll = await heldPoll(server);
       // Held open without spinning: one claim at the start, none while nothing changes.
-      expect(calls).toBe(1);
+      expect(poll.claims()).toBe(1);
       await c.as.proposeState(first.id, { state: { type: 'COMPLETED' } });
-      const res = await poll;
+      const res = await poll.answer;
       expect(res.runs.map((r) => r.run.id)).toEqual([second.id]);
-      expect(Date.now() - started).toBeLessThan(5_000);
-      expect(calls).toBe(2);
+      expect(Date.now() - poll.started).toBeLessThan(5_000);
+      expect(poll.claims()).toBe(2);
     } finally {
       await server.close();
     }
@@ -288,21 +294,12 @@ describe('long polls and runs due later', () => {
       await server.client.putDeployment(spec());
       await server.client.updateWorkPool('default', { paused: true });
       const run = await server.client.runDeployment('etl');
-      const claims = server.services.claims;
-      const claim = claims.claim.bind(claims);
-      let calls = 0;
-      claims.claim = (...args: Parameters<typeof claims.claim>) => {
-        calls++;
-        return claim(...args);
-      };
-      const started = Date.now();
-      const poll = server.client.poll('default', { workerId: randomUUID(), workerName: 'w', capacity: 1, running: [], waitMs: 20_000 });
-      await new Promise((r) => setTimeout(r, 1_000));
-      expect(calls).toBe(1);
+      const poll = await heldPoll(server);
+      expect(poll.claims()).toBe(1);
       await server.client.updateWorkPool('default', { paused: false });
-      const res = await poll;
+      const res = await poll.answer;
       expect(res.runs.map((r) => r.run.id)).toEqual([run.id]);
-      expect(Date.now() - started).toBeLessThan(5_000);
+      expect(Date.now() - poll.started).toBeLessThan(5_000);
     } finally {
       await server.close();
     }
