@@ -73,4 +73,24 @@ describe('resolveConfig', () => {
       /^TESSERA_API_URL="localhost:4200" is not an http\(s\) URL/,
     );
   });
+
+  it('takes internal URLs from --internal-url, else TESSERA_INTERNAL_URLS, else internal_urls, naming what is wrong', () => {
+    const cwd = tempDir();
+    writeFileSync(join(cwd, 'tessera.config.yaml'), 'internal_urls:\n  - http://file.svc:4200\n  - http://file-2.svc:4200\n');
+    const home = join(cwd, 'h');
+    expect(resolveConfig({ env: { TESSERA_HOME: home }, cwd }).internalUrls).toEqual(['http://file.svc:4200', 'http://file-2.svc:4200']);
+    const env = { TESSERA_HOME: home, TESSERA_INTERNAL_URLS: 'http://env.svc:4200, https://env-2.svc' };
+    expect(resolveConfig({ env, cwd }).internalUrls).toEqual(['http://env.svc:4200', 'https://env-2.svc']);
+    expect(resolveConfig({ env, cwd, flags: { internalUrls: ['http://flag.svc:1'] } }).internalUrls).toEqual(['http://flag.svc:1']);
+    expect(() => resolveConfig({ env: { ...env, TESSERA_INTERNAL_URLS: 'http://ok.svc,tessera.svc:4200' }, cwd })).toThrow(
+      /^TESSERA_INTERNAL_URLS: "tessera.svc:4200" is not an http\(s\) URL/,
+    );
+    expect(() => resolveConfig({ env, cwd, flags: { internalUrls: ['ftp://x'] } })).toThrow(
+      /^--internal-url "ftp:\/\/x" is not an http\(s\) URL/,
+    );
+    writeFileSync(join(cwd, 'tessera.config.yaml'), 'internal_urls:\n  - http://ok.svc\n  - svc:4200\n');
+    expect(() => resolveConfig({ env: { TESSERA_HOME: home }, cwd })).toThrow(
+      /tessera\.config\.yaml:3:\d+ +internal_urls\[1\]: expected an http\(s\) URL/,
+    );
+  });
 });

@@ -18,6 +18,8 @@ export interface CliConfig {
   port?: number;
   databaseUrl?: string;
   publicUrl?: string;
+  /** Other base URLs clients reach the server at directly, accepted as a DPoP proof's `htu` (`internal_urls`, env TESSERA_INTERNAL_URLS). */
+  internalUrls?: string[];
   logLevel?: string;
   /** The server's `auth:` section (identity providers, sessions; docs/login.md). */
   auth?: AuthOptions;
@@ -35,6 +37,7 @@ export interface ConfigFlags {
   port?: number | undefined;
   databaseUrl?: string | undefined;
   publicUrl?: string | undefined;
+  internalUrls?: string[] | undefined;
   logLevel?: string | undefined;
 }
 
@@ -46,6 +49,7 @@ export const CONFIG_ENV = {
   port: 'TESSERA_PORT',
   databaseUrl: 'TESSERA_DATABASE_URL',
   publicUrl: 'TESSERA_PUBLIC_URL',
+  internalUrls: 'TESSERA_INTERNAL_URLS',
   logLevel: 'TESSERA_LOG_LEVEL',
 } as const;
 
@@ -67,6 +71,7 @@ export const configFileSchema = strictObject(
     port: port.optional(),
     database_url: z.string().min(1).optional(),
     public_url: url.optional(),
+    internal_urls: z.array(url).optional(),
     log_level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).optional(),
     auth: authFileSchema.optional(),
     trust_proxy: z.union([z.boolean(), z.array(z.string().min(1))]).optional(),
@@ -110,6 +115,24 @@ function flagUrl(value: string | undefined, flag: string): string | undefined {
 
 const nonEmpty = (v: string | undefined) => (v === '' ? undefined : v);
 
+/** `TESSERA_INTERNAL_URLS`: comma-separated http(s) URLs. */
+function envUrls(env: NodeJS.ProcessEnv, name: string): string[] | undefined {
+  const raw = nonEmpty(env[name]);
+  if (raw === undefined) return undefined;
+  const urls = raw
+    .split(',')
+    .map((u) => u.trim())
+    .filter(Boolean);
+  for (const u of urls) {
+    if (!url.safeParse(u).success)
+      throw new TesseraError(
+        'ERR_CONFIG',
+        `${name}: ${JSON.stringify(u)} is not an http(s) URL; e.g. ${name}=http://tessera.tessera.svc:4200`,
+      );
+  }
+  return urls;
+}
+
 /**
  * Resolves the CLI's settings: flags > environment (`TESSERA_*`) > config file
  * (`./tessera.config.yaml`, else `$TESSERA_HOME/config.yaml`) > defaults.
@@ -136,11 +159,17 @@ export function resolveConfig(input: { flags?: ConfigFlags; env?: NodeJS.Process
   const p = pick(flags.port, envPort(env), file?.port);
   const databaseUrl = pick(flags.databaseUrl, nonEmpty(env[CONFIG_ENV.databaseUrl]), file?.database_url);
   const publicUrl = pick(flagUrl(flags.publicUrl, '--public-url'), envUrl(env, CONFIG_ENV.publicUrl), file?.public_url);
+  const internalUrls = pick(
+    flags.internalUrls?.map((u) => flagUrl(u, '--internal-url') as string),
+    envUrls(env, CONFIG_ENV.internalUrls),
+    file?.internal_urls,
+  );
   const logLevel = pick(flags.logLevel, nonEmpty(env[CONFIG_ENV.logLevel]), file?.log_level);
   if (host !== undefined) config.host = host;
   if (p !== undefined) config.port = p;
   if (databaseUrl !== undefined) config.databaseUrl = databaseUrl;
   if (publicUrl !== undefined) config.publicUrl = publicUrl;
+  if (internalUrls !== undefined && internalUrls.length > 0) config.internalUrls = internalUrls;
   if (logLevel !== undefined) config.logLevel = logLevel;
   if (configFile !== undefined) config.configFile = configFile;
   const auth = configFile ? resolveAuthSection(file?.auth, env, configFile) : undefined;

@@ -1,6 +1,8 @@
 /** `tessera server start` / `tessera dev` key and TLS options: flags over environment. */
+import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
-import { resolveKeyAndTlsOptions } from './commands/server.js';
+import { addServerOptions, configFlagsOf, resolveKeyAndTlsOptions, type ServerFlags } from './commands/server.js';
+import { resolveConfig } from './config.js';
 
 describe('resolveKeyAndTlsOptions', () => {
   it('reads the key settings from flags over TESSERA_* variables, paths relative to the working directory', () => {
@@ -19,5 +21,16 @@ describe('resolveKeyAndTlsOptions', () => {
     expect(() => resolveKeyAndTlsOptions({ keyStartPublish: 'soon' }, {}, '/srv')).toThrow(
       /--key-start-publish: "soon" is not a valid duration/,
     );
+  });
+});
+
+describe('--internal-url', () => {
+  it('is repeatable, and reaches the configuration as internalUrls, over TESSERA_INTERNAL_URLS', () => {
+    const cmd = addServerOptions(new Command('start')).exitOverride();
+    cmd.parse(['--internal-url', 'http://a.svc:4200', '--internal-url', 'https://b.corp'], { from: 'user' });
+    const flags = cmd.opts<ServerFlags>();
+    const env = { TESSERA_HOME: '/nonexistent-home', TESSERA_INTERNAL_URLS: 'http://env.svc' };
+    expect(resolveConfig({ flags: configFlagsOf(flags), env, cwd: '/' }).internalUrls).toEqual(['http://a.svc:4200', 'https://b.corp']);
+    expect(resolveConfig({ flags: configFlagsOf({}), env, cwd: '/' }).internalUrls).toEqual(['http://env.svc']);
   });
 });

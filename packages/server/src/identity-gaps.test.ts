@@ -1,10 +1,12 @@
 /**
  * Run identity behaviours docs/identity.md promises that no other test pins down: introspection
  * after an emergency key revocation, a revoked identity surviving a retry, an issuer configured with
- * a trailing slash, and `claims_supported` covering every claim a fully-optioned token carries.
+ * a trailing slash, `claims_supported` covering every claim a fully-optioned token carries, and DPoP
+ * proofs naming a declared internal URL of the server.
  */
 import { randomUUID } from 'node:crypto';
 import type { DeploymentSpec, IntrospectionResponse } from '@tessera/core';
+import { startServer } from '@tessera/server';
 import { claimRun, failure, putTestDeployment, startTaskRun, startTestServer, type TestServer } from '@tessera/testing';
 import { type CryptoKey, calculateJwkThumbprint, decodeJwt, decodeProtectedHeader, exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -202,5 +204,64 @@ describe('the token endpoint’s credential check (credential and run read in on
     }
     const fresh = await second.as.issueIdentityToken({ audience: 'vault.internal' });
     expect(decodeJwt(fresh.token)).toMatchObject({ run_id: runId, run_attempt: 2 });
+  });
+});
+
+describe('DPoP through an internal URL', () => {
+  // Catches: workers in a cluster reach the server at a service name that is neither the public issuer
+  // nor the listen address; their runs' DPoP proofs name that URL, and were refused on htu.
+  async function proofFor(htu: string) {
+    const pair = await generateKeyPair('ES256', { extractable: false });
+    const jwk = await exportJWK(pair.publicKey);
+    return new SignJWT({ htm: 'POST', htu, jti: randomUUID() })
+      .setIssuedAt()
+      .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk })
+      .sign(pair.privateKey as CryptoKey);
+  }
+
+  it('accepts a proof naming a declared internal URL, and still refuses any other', async () => {
+    const s = await startTestServer({
+      backgroundServices: false,
+      publicUrl: 'https://tessera.example.com',
+      internalUrls: ['http://Tessera.tessera.svc:4200/', 'https://tessera-internal.corp'],
+    });
+    try {
+      await s.client.createWorkPool({ name: 'default' });
+      await deploy(s, { name: 'in-cluster' });
+      const { as } = await claimRun(s, (await s.client.runDeployment('in-cluster')).id);
+      for (const base of ['http://tessera.tessera.svc:4200', 'https://tessera-internal.corp:443', 'https://tessera.example.com']) {
+        const issued = await as.issueDpopIdentityToken({ audience: 'vault.internal' }, await proofFor(`${base}/api/identity/token`));
+        expect(decodeJwt(issued.token).cnf).toBeDefined();
+      }
+      const e = await failure(
+        as.issueDpopIdentityToken({ audience: 'vault.internal' }, await proofFor('http://tessera.other.svc:4200/api/identity/token')),
+      );
+      expect(e.code).toBe('ERR_DPOP_PROOF_INVALID');
+      expect(e.message).toContain('http://tessera.tessera.svc:4200/api/identity/token');
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('refuses an internal URL with a path, a query or credentials, naming the field', async () => {
+    for (const [url, why] of [
+      ['http://tessera.svc:4200/api', 'no path'],
+      ['http://tessera.svc:4200?x=1', 'no path'],
+      ['http://ana:pw@tessera.svc:4200', 'credentials'],
+      ['ftp://tessera.svc', 'http or https'],
+      ['tessera.svc:4200', 'http or https'],
+    ] as const) {
+      const e = await startServer({ port: 0, internalUrls: ['http://ok.svc', url], logLevel: 'silent' }).then(
+        async (s) => {
+          await s.close();
+          throw new Error(`${url} was accepted`);
+        },
+        (err: { code?: string; message: string }) => err,
+      );
+      expect(e.code, url).toBe('ERR_CONFIG');
+      expect(e.message, url).toContain('internalUrls[1]');
+      expect(e.message, url).toContain(why);
+      expect(e.message).not.toContain('pw@');
+    }
   });
 });

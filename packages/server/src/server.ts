@@ -29,6 +29,13 @@ export interface ServerOptions {
   port?: number;
   /** The issuer URL as relying parties reach it (behind a proxy). @default `http://<host>:<port>` */
   publicUrl?: string;
+  /**
+   * Other base URLs clients reach this server at without going through `publicUrl`: a cluster-internal
+   * service name workers use (`http://tessera.tessera.svc:4200`), a private load balancer. A DPoP proof
+   * may name them as its `htu`, as it may the issuer and the listen address. They never appear in
+   * tokens or in discovery. Each: http(s), no path, query or credentials. @default none
+   */
+  internalUrls?: string[];
   /** @default 'info' */
   logLevel?: string;
   /** Where log lines go. @default stdout */
@@ -135,6 +142,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       `refusing to listen on ${host}: no identity provider is configured, so the server runs in local mode (single local admin, loopback only). Listen on 127.0.0.1, or configure an identity provider.`,
     );
   }
+  const internalUrls = (options.internalUrls ?? []).map((u, i) => baseUrl(u, `internalUrls[${i}]`));
   const home = resolveHome(options.home);
   const databaseUrl = options.databaseUrl ?? join(home, 'tessera.db');
   const https = options.tls ? readTls(options.tls) : undefined;
@@ -171,6 +179,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   };
   let issuer = options.publicUrl?.replace(/\/+$/, '') ?? '';
   const services = new Services(ctx, () => issuer);
+  services.internalUrls = internalUrls;
   const replicas = new ReplicaRegistry(ctx, replicaId);
   /** The database could not be reached: say so once per outage; missed worker heartbeats do not count. */
   function noteTrouble(e: unknown): void {
@@ -328,4 +337,26 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       await shutDownStore();
     },
   };
+}
+
+/**
+ * A base URL as an endpoint URL's prefix: http(s), nothing after the authority but an optional `/`.
+ * @throws TesseraError `ERR_CONFIG` naming `field`.
+ */
+export function baseUrl(value: string, field: string): string {
+  let u: URL;
+  try {
+    u = new URL(value);
+  } catch {
+    throw new TesseraError('ERR_CONFIG', `${field}: ${JSON.stringify(value)} is not a URL; e.g. http://tessera.tessera.svc:4200`);
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:')
+    throw new TesseraError('ERR_CONFIG', `${field}: ${JSON.stringify(value)} must be an http or https URL`);
+  if (u.username || u.password) throw new TesseraError('ERR_CONFIG', `${field}: a URL with credentials is not allowed`);
+  if (u.pathname !== '/' || u.search || u.hash)
+    throw new TesseraError(
+      'ERR_CONFIG',
+      `${field}: ${JSON.stringify(value)} must be a base URL with no path, query or fragment, e.g. ${u.protocol}//${u.host}`,
+    );
+  return `${u.protocol}//${u.host}`;
 }

@@ -15,6 +15,8 @@ export interface ServerFlags {
   home?: string;
   databaseUrl?: string;
   publicUrl?: string;
+  /** `--internal-url`, repeatable (commander names it after the flag). */
+  internalUrl?: string[];
   logLevel?: string;
   /** PEM certificate and key: serve HTTPS (env TESSERA_TLS_CERT, TESSERA_TLS_KEY). */
   tlsCert?: string;
@@ -40,6 +42,11 @@ export function addServerOptions(cmd: Command, defaults: { portHelp?: string } =
     .option('--home <dir>', 'data directory (env TESSERA_HOME; default ~/.tessera)')
     .option('--database-url <url>', 'postgres://… or a SQLite file (env TESSERA_DATABASE_URL; default <home>/tessera.db)')
     .option('--public-url <url>', 'the issuer URL as relying parties reach it (env TESSERA_PUBLIC_URL)')
+    .option(
+      '--internal-url <url>',
+      'another URL clients reach this server at directly, e.g. a cluster service name; accepted in DPoP proofs; repeatable (env TESSERA_INTERNAL_URLS, comma-separated)',
+      (value: string, previous: string[] = []) => [...previous, value],
+    )
     .option('--log-level <level>', 'trace, debug, info, warn, error (env TESSERA_LOG_LEVEL)')
     .option('--tls-cert <file>', 'serve HTTPS with this PEM certificate (env TESSERA_TLS_CERT; needs --tls-key)')
     .option('--tls-key <file>', 'private key of --tls-cert, PEM (env TESSERA_TLS_KEY)')
@@ -89,12 +96,18 @@ export function resolveKeyAndTlsOptions(
   };
 }
 
+/** The server flags as configuration flags (commander names a repeatable `--internal-url` `internalUrl`). */
+export function configFlagsOf(flags: ServerFlags): ConfigFlags {
+  const { internalUrl, ...rest } = flags;
+  return { ...rest, ...(internalUrl ? { internalUrls: internalUrl } : {}) } as ConfigFlags;
+}
+
 /**
  * Starts a server from the resolved configuration; logs go to stderr, readable. With `localMode`
  * (`tessera dev`) the config file's `auth:` section is ignored: a single local admin on loopback.
  */
 export async function startConfiguredServer(c: CliContext, flags: ServerFlags, defaults: { logLevel: string; localMode?: boolean }) {
-  const config = c.config(flags as ConfigFlags);
+  const config = c.config(configFlagsOf(flags));
   const { startServer } = await import('@tessera/server');
   const server = await startServer({
     home: config.home,
@@ -102,6 +115,7 @@ export async function startConfiguredServer(c: CliContext, flags: ServerFlags, d
     ...(config.host !== undefined ? { host: config.host } : {}),
     ...(config.port !== undefined ? { port: config.port } : {}),
     ...(config.publicUrl !== undefined ? { publicUrl: config.publicUrl } : {}),
+    ...(config.internalUrls !== undefined ? { internalUrls: config.internalUrls } : {}),
     logLevel: config.logLevel ?? defaults.logLevel,
     ...resolveKeyAndTlsOptions(flags, c.io.env, c.io.cwd),
     ...(config.auth !== undefined && !defaults.localMode ? { auth: config.auth } : {}),

@@ -30,4 +30,18 @@ describe('endpointUrls', () => {
     const urls = endpointUrls('https://tessera.example.com', 'http://127.0.0.1:4200', '/t', requestAt('127.0.0.1', 4200, 'evil.example'));
     expect(urls.some((u) => u.includes('evil.example'))).toBe(false);
   });
+
+  it('names the internal URLs the operator declared, and nothing the request claims', () => {
+    const urls = endpointUrls(
+      'https://tessera.example.com',
+      'http://0.0.0.0:4200',
+      '/t',
+      requestAt('10.0.0.5', 4200, 'tessera.other.svc'),
+      ['http://tessera.tessera.svc:4200', 'https://tessera-internal.corp/'],
+    );
+    expect(urls).toEqual(
+      expect.arrayContaining(['http://tessera.tessera.svc:4200/t', 'https://tessera-internal.corp/t', 'https://tessera.example.com/t']),
+    );
+    expect(urls.some((u) => u.includes('other'))).toBe(false);
+  });
 });

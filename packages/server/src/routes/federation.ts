@@ -60,7 +60,7 @@ export function registerFederationRoutes(app: FastifyInstance, s: Services): voi
       reply.header('pragma', 'no-cache');
       try {
         return await s.federation.token((request.body ?? {}) as Record<string, unknown>, {
-          urls: endpointUrls(s.issuer(), s.listenUrl, OAUTH_TOKEN_PATH, request),
+          urls: endpointUrls(s.issuer(), s.listenUrl, OAUTH_TOKEN_PATH, request, s.internalUrls),
           ip: request.ip,
         });
       } catch (e) {

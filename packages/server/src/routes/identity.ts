@@ -49,7 +49,7 @@ export function registerIdentityRoutes(app: FastifyInstance, s: Services): void 
         },
         header === undefined
           ? undefined
-          : { proof: header, method: request.method, urls: endpointUrls(s.issuer(), s.listenUrl, TOKEN_PATH, request) },
+          : { proof: header, method: request.method, urls: endpointUrls(s.issuer(), s.listenUrl, TOKEN_PATH, request, s.internalUrls) },
         // Read with the credential (RunCredentialAuthenticator's preload), when it was.
         request.preloaded as TokenRun | undefined,
       );

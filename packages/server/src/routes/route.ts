@@ -246,14 +246,22 @@ export function registerFormParser(app: FastifyInstance): void {
 
 /**
  * The URLs a DPoP proof's `htu` may name for an endpoint at `path`: under the issuer (as discovery
- * publishes it), under the address this server listens on (on loopback, as `localhost` too), and under
+ * publishes it), under the address this server listens on (on loopback, as `localhost` too), under
  * the address and port the request's connection actually reached (a server bound to 0.0.0.0, called
- * at one of its interfaces' addresses). Never the request's own `Host` header: the caller chooses
- * that, and would make a proof made for any other server's endpoint of the same path acceptable here
- * (RFC 9449 §4.3, check 9).
+ * at one of its interfaces' addresses), and under the internal URLs the operator declared (a cluster
+ * service name workers use: `--internal-url`). Never the request's own `Host` header: the caller
+ * chooses that, and would make a proof made for any other server's endpoint of the same path
+ * acceptable here (RFC 9449 §4.3, check 9).
  */
-export function endpointUrls(issuer: string, listenUrl: string, path: string, request?: FastifyRequest): string[] {
+export function endpointUrls(
+  issuer: string,
+  listenUrl: string,
+  path: string,
+  request?: FastifyRequest,
+  internalUrls: readonly string[] = [],
+): string[] {
   const bases = new Set([issuer.replace(/\/+$/, '')]);
+  for (const u of internalUrls) bases.add(u.replace(/\/+$/, ''));
   if (listenUrl) {
     const own = listenUrl.replace(/\/+$/, '');
     bases.add(own);

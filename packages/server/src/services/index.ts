@@ -52,6 +52,8 @@ export class Services {
 
   /** The address this server listens on (`http://127.0.0.1:4200`), once it listens. */
   listenUrl = '';
+  /** Other base URLs clients reach this server at directly (see `ServerOptions.internalUrls`). */
+  internalUrls: readonly string[] = [];
 
   constructor(
     readonly ctx: ServiceContext,
