@@ -287,6 +287,26 @@ describe('long polls and runs due later', () => {
     }
   });
 
+  it('a poll with nothing held back is not woken when a run ends: only polls a limit blocked are', async () => {
+    const server = await startTestServer({ backgroundServices: false });
+    try {
+      await server.client.createWorkPool({ name: 'default' });
+      await server.client.putDeployment(spec());
+      const run = await server.client.runDeployment('etl');
+      const c = await claimOne(server.client);
+      await c.as.proposeState(run.id, { state: { type: 'RUNNING' } });
+      const poll = await heldPoll(server);
+      await c.as.proposeState(run.id, { state: { type: 'COMPLETED' } });
+      await new Promise((r) => setTimeout(r, 300));
+      expect(poll.claims()).toBe(1);
+      await server.client.runDeployment('etl');
+      expect((await poll.answer).runs).toHaveLength(1);
+      expect(poll.claims()).toBe(2);
+    } finally {
+      await server.close();
+    }
+  });
+
   it('a poll on a paused pool with a due run waits without claiming again, and claims the run as soon as the pool is resumed', async () => {
     const server = await startTestServer({ backgroundServices: false });
     try {

@@ -40,6 +40,7 @@ export class ClaimService {
     const started = this.ctx.clock.now();
     const deadline = started + waitMs;
     const poolKey = `pool:${pool.id}`;
+    const slotsKey = `slots:${pool.id}`;
     // A poll that may claim heartbeats inside its first claim's transaction: one commit, not two.
     if (req.capacity <= 0) await this.heartbeat(pool.id, req);
     let housekeeping = { cancel: [] as string[], forget: [] as string[] };
@@ -47,7 +48,7 @@ export class ClaimService {
     let woken: string | null = null;
     let first = true;
     for (;;) {
-      if (woken !== poolKey) housekeeping = await this.reconcile(req);
+      if (woken !== poolKey && woken !== slotsKey) housekeeping = await this.reconcile(req);
       const outcome: ClaimOutcome = { blocked: false };
       const runs = req.capacity > 0 ? await this.claim(pool, req, first, outcome) : [];
       first = false;
@@ -59,7 +60,9 @@ export class ClaimService {
       }
       const nextDue = req.capacity > 0 ? await this.nextWakeTime(pool.id, now, outcome.blocked) : null;
       const until = Math.min(deadline, nextDue ?? Number.POSITIVE_INFINITY);
-      woken = await this.ctx.wakeups.wait([poolKey, `worker:${req.workerId}`], until - now + 5, signal);
+      // Held back by the limits: a slot freeing up is worth waking for; otherwise only new due runs are.
+      const keys = outcome.blocked ? [poolKey, slotsKey, `worker:${req.workerId}`] : [poolKey, `worker:${req.workerId}`];
+      woken = await this.ctx.wakeups.wait(keys, until - now + 5, signal);
     }
   }
 

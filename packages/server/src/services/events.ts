@@ -48,6 +48,14 @@ export class Wakeups {
     this.fire(`pool:${poolId}`);
   }
 
+  /**
+   * A run of the pool left Pending, Running or Cancelling: a slot under a concurrency limit may be
+   * free. Only polls that found every due run held back by the limits wait for this.
+   */
+  slotFreed(poolId: string): void {
+    this.fire(`slots:${poolId}`);
+  }
+
   workerChanged(workerId: string): void {
     this.fire(`worker:${workerId}`);
   }

@@ -238,6 +238,7 @@ export class RunService {
       const outcome = await this.ctx.db.transaction().execute(async (trx) => this.tryPropose(trx, runId, req, actor));
       if (outcome !== 'retry') {
         if (outcome.wakePool) this.ctx.wakeups.poolChanged(outcome.wakePool);
+        if (outcome.freedPool) this.ctx.wakeups.slotFreed(outcome.freedPool);
         return outcome.response;
       }
     }
@@ -249,7 +250,7 @@ export class RunService {
     runId: string,
     req: ProposeStateRequest,
     actor: Actor,
-  ): Promise<'retry' | { response: ProposeStateResponse; wakePool?: string }> {
+  ): Promise<'retry' | { response: ProposeStateResponse; wakePool?: string; freedPool?: string }> {
     const run = await this.getRunRow(runId, trx);
     if (!run) throw new TesseraError('ERR_RUN_NOT_FOUND', `no flow run with id "${runId}"`);
     if (actor.kind === 'run') {
@@ -329,11 +330,12 @@ export class RunService {
     if (to === 'SCHEDULED' && run.work_pool_id) wakePool = run.work_pool_id;
     // A run that leaves Pending, Running or Cancelling frees a slot under the pool's, queue's and
     // deployment's concurrency limits: polls held open in front of a run those limits blocked claim it now.
-    if (ACTIVE_STATE_TYPES.has(from) && !ACTIVE_STATE_TYPES.has(to) && run.work_pool_id) wakePool = run.work_pool_id;
+    const freedPool = ACTIVE_STATE_TYPES.has(from) && !ACTIVE_STATE_TYPES.has(to) ? run.work_pool_id : null;
     const updated = (await this.getRunRow(run.id, trx)) as FlowRunRow;
     return {
       response: { status: 'ACCEPT', run: toFlowRun(updated), ...(retryScheduled ? { retryScheduled } : {}) },
       ...(wakePool ? { wakePool } : {}),
+      ...(freedPool ? { freedPool } : {}),
     };
   }
 
@@ -393,7 +395,7 @@ export class RunService {
       });
       if (out !== 'retry') {
         if ('worker' in out && out.worker) this.ctx.wakeups.workerChanged(out.worker);
-        if ('freed' in out && out.freed) this.ctx.wakeups.poolChanged(out.freed);
+        if ('freed' in out && out.freed) this.ctx.wakeups.slotFreed(out.freed);
         return toFlowRun(out.run);
       }
     }
