@@ -287,6 +287,24 @@ describe('long polls and runs due later', () => {
     }
   });
 
+  it('a poll held back by a deployment limit claims as soon as the limit is raised', async () => {
+    const server = await startTestServer({ backgroundServices: false });
+    try {
+      await server.client.createWorkPool({ name: 'default' });
+      await server.client.putDeployment(spec({ concurrencyLimit: 1 }));
+      await server.client.runDeployment('etl');
+      await claimOne(server.client);
+      const second = await server.client.runDeployment('etl');
+      const poll = await heldPoll(server);
+      expect(poll.claims()).toBe(1);
+      await server.client.putDeployment(spec({ concurrencyLimit: 2 }));
+      expect((await poll.answer).runs.map((r) => r.run.id)).toEqual([second.id]);
+      expect(Date.now() - poll.started).toBeLessThan(5_000);
+    } finally {
+      await server.close();
+    }
+  });
+
   it('a poll with nothing held back is not woken when a run ends: only polls a limit blocked are', async () => {
     const server = await startTestServer({ backgroundServices: false });
     try {

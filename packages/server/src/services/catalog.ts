@@ -272,6 +272,8 @@ export class CatalogService {
       }
       return spec.name;
     });
+    // Its concurrency limit may have been raised: polls its runs held back look again.
+    this.ctx.wakeups.slotFreed(pool.id);
     return this.getDeployment(name);
   }
 

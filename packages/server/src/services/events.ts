@@ -49,8 +49,9 @@ export class Wakeups {
   }
 
   /**
-   * A run of the pool left Pending, Running or Cancelling: a slot under a concurrency limit may be
-   * free. Only polls that found every due run held back by the limits wait for this.
+   * A slot under a concurrency limit may be free: a run of the pool left Pending, Running or
+   * Cancelling, or a deployment's limit changed. Only polls that found every due run held back by the
+   * limits wait for this.
    */
   slotFreed(poolId: string): void {
     this.fire(`slots:${poolId}`);
