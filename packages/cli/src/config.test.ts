@@ -88,6 +88,17 @@ describe('resolveConfig', () => {
     expect(() => resolveConfig({ env, cwd, flags: { internalUrls: ['ftp://x'] } })).toThrow(
       /^--internal-url "ftp:\/\/x" is not an http\(s\) URL/,
     );
+    // A password in a mistyped URL is not quoted back.
+    for (const bad of ['admin:s3cret@tessera.svc:4200', 'ftp://admin:s3cret@tessera.svc']) {
+      expect(() => resolveConfig({ env: { ...env, TESSERA_INTERNAL_URLS: bad }, cwd })).toThrow(/\*\*\*@tessera\.svc/);
+      expect(() => resolveConfig({ env, cwd, flags: { internalUrls: [bad] } })).toThrow(/^--internal-url "(?!.*s3cret)/);
+      expect(() => resolveConfig({ env: { ...env, TESSERA_API_URL: bad }, cwd })).toThrow(/^TESSERA_API_URL="(?!.*s3cret)/);
+    }
+    // An empty list does not hide the config file's.
+    expect(resolveConfig({ env: { TESSERA_HOME: home, TESSERA_INTERNAL_URLS: ' , ' }, cwd }).internalUrls).toEqual([
+      'http://file.svc:4200',
+      'http://file-2.svc:4200',
+    ]);
     writeFileSync(join(cwd, 'tessera.config.yaml'), 'internal_urls:\n  - http://ok.svc\n  - svc:4200\n');
     expect(() => resolveConfig({ env: { TESSERA_HOME: home }, cwd })).toThrow(
       /tessera\.config\.yaml:3:\d+ +internal_urls\[1\]: expected an http\(s\) URL/,

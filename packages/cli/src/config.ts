@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { DEFAULT_API_URL, TesseraError } from '@tessera/core';
+import { DEFAULT_API_URL, TesseraError, withoutUserinfo } from '@tessera/core';
 import type { AuthOptions } from '@tessera/server';
 import * as z from 'zod';
 import { authFileSchema, resolveAuthSection } from './auth-config.js';
@@ -102,14 +102,20 @@ function envUrl(env: NodeJS.ProcessEnv, name: string): string | undefined {
   const raw = env[name];
   if (raw === undefined || raw === '') return undefined;
   if (!url.safeParse(raw).success)
-    throw new TesseraError('ERR_CONFIG', `${name}=${JSON.stringify(raw)} is not an http(s) URL; e.g. ${name}=http://127.0.0.1:4200`);
+    throw new TesseraError(
+      'ERR_CONFIG',
+      `${name}=${JSON.stringify(withoutUserinfo(raw))} is not an http(s) URL; e.g. ${name}=http://127.0.0.1:4200`,
+    );
   return raw;
 }
 
 function flagUrl(value: string | undefined, flag: string): string | undefined {
   if (value === undefined) return undefined;
   if (!url.safeParse(value).success)
-    throw new TesseraError('ERR_CONFIG', `${flag} ${JSON.stringify(value)} is not an http(s) URL; e.g. ${flag} http://127.0.0.1:4200`);
+    throw new TesseraError(
+      'ERR_CONFIG',
+      `${flag} ${JSON.stringify(withoutUserinfo(value))} is not an http(s) URL; e.g. ${flag} http://127.0.0.1:4200`,
+    );
   return value;
 }
 
@@ -127,10 +133,10 @@ function envUrls(env: NodeJS.ProcessEnv, name: string): string[] | undefined {
     if (!url.safeParse(u).success)
       throw new TesseraError(
         'ERR_CONFIG',
-        `${name}: ${JSON.stringify(u)} is not an http(s) URL; e.g. ${name}=http://tessera.tessera.svc:4200`,
+        `${name}: ${JSON.stringify(withoutUserinfo(u))} is not an http(s) URL; e.g. ${name}=http://tessera.tessera.svc:4200`,
       );
   }
-  return urls;
+  return urls.length > 0 ? urls : undefined;
 }
 
 /**

@@ -21,3 +21,11 @@ const CRED_RE = new RegExp(`(?:${CRED_PREFIXES.join('|')})[A-Za-z0-9_-]{16,}`, '
 export function redactSecrets(text: string): string {
   return text.replace(JWT_RE, (t) => `[redacted JWT …${t.slice(-4)}]`).replace(CRED_RE, (t) => `[redacted credential …${t.slice(-4)}]`);
 }
+
+/**
+ * A URL (or what was meant as one) safe to quote in an error: any `user:password@` part is masked,
+ * with or without a scheme (`admin:s3cret@host` parses as the scheme `admin:`).
+ */
+export function withoutUserinfo(value: string): string {
+  return value.replace(/^((?:[a-z][a-z0-9+.-]*:)?\/\/)?[^/?#@]*@/i, '$1***@');
+}

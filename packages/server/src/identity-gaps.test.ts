@@ -248,6 +248,7 @@ describe('DPoP through an internal URL', () => {
       ['http://tessera.svc:4200/api', 'no path'],
       ['http://tessera.svc:4200?x=1', 'no path'],
       ['http://ana:pw@tessera.svc:4200', 'credentials'],
+      ['admin:pw@tessera.svc:4200', 'credentials'],
       ['ftp://tessera.svc', 'http or https'],
       ['tessera.svc:4200', 'http or https'],
     ] as const) {

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { TesseraError } from '@tessera/core';
+import { TesseraError, withoutUserinfo } from '@tessera/core';
 import type { FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
 import { buildApp } from './app.js';
@@ -344,19 +344,20 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
  * @throws TesseraError `ERR_CONFIG` naming `field`.
  */
 export function baseUrl(value: string, field: string): string {
+  const shown = JSON.stringify(withoutUserinfo(value));
+  if (value.includes('@')) throw new TesseraError('ERR_CONFIG', `${field}: ${shown}: a URL with credentials is not allowed`);
   let u: URL;
   try {
     u = new URL(value);
   } catch {
-    throw new TesseraError('ERR_CONFIG', `${field}: ${JSON.stringify(value)} is not a URL; e.g. http://tessera.tessera.svc:4200`);
+    throw new TesseraError('ERR_CONFIG', `${field}: ${shown} is not a URL; e.g. http://tessera.tessera.svc:4200`);
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:')
-    throw new TesseraError('ERR_CONFIG', `${field}: ${JSON.stringify(value)} must be an http or https URL`);
-  if (u.username || u.password) throw new TesseraError('ERR_CONFIG', `${field}: a URL with credentials is not allowed`);
+    throw new TesseraError('ERR_CONFIG', `${field}: ${shown} must be an http or https URL`);
   if (u.pathname !== '/' || u.search || u.hash)
     throw new TesseraError(
       'ERR_CONFIG',
-      `${field}: ${JSON.stringify(value)} must be a base URL with no path, query or fragment, e.g. ${u.protocol}//${u.host}`,
+      `${field}: ${shown} must be a base URL with no path, query or fragment, e.g. ${u.protocol}//${u.host}`,
     );
   return `${u.protocol}//${u.host}`;
 }

@@ -20,7 +20,9 @@ export async function waitFor<T>(
       let explained = '';
       if (options.explain) {
         try {
-          explained = `\n${await options.explain()}`;
+          // Bounded: a hung server must not hang the report of the timeout itself.
+          const late = new Promise<string>((_, reject) => setTimeout(() => reject(new Error('no answer in 5 s')), 5_000).unref());
+          explained = `\n${await Promise.race([options.explain(), late])}`;
         } catch (e) {
           explained = `\n(could not explain: ${(e as Error).message})`;
         }

@@ -279,7 +279,8 @@ export class CatalogService {
 
   async deleteDeployment(name: string): Promise<void> {
     const dep = await this.getDeployment(name);
-    await this.ctx.db.transaction().execute(async (trx) => {
+    const poolId = await this.ctx.db.transaction().execute(async (trx) => {
+      const row = await trx.selectFrom('deployments').select('work_pool_id').where('id', '=', dep.id).executeTakeFirst();
       await trx
         .deleteFrom('flow_runs')
         .where('deployment_id', '=', dep.id)
@@ -288,7 +289,10 @@ export class CatalogService {
         .execute();
       await trx.deleteFrom('schedules').where('deployment_id', '=', dep.id).execute();
       await trx.deleteFrom('deployments').where('id', '=', dep.id).execute();
+      return row?.work_pool_id;
     });
+    // Its runs still to be retried lose the deployment's limit: polls they held back look again.
+    if (poolId) this.ctx.wakeups.slotFreed(poolId);
   }
 
   /** Starts a run of a deployment now (or at `scheduledFor`), after validating its parameters. */

@@ -7,11 +7,14 @@ import { type FlowRunRow, toFlowRun } from '../store/rows.js';
 import type { Database } from '../store/schema.js';
 import type { ServiceContext } from './context.js';
 import type { CredentialService } from './credentials.js';
+import { WAKE_ALL } from './events.js';
 import { ACTIVE_STATES, type RunService } from './runs.js';
 import { DEFAULT_MAX_TOKEN_LIFETIME_MS } from './tokens.js';
 
 /** After a claim found nothing although a run is due (rows locked by another claimer), look again this soon. */
 const RECHECK_DUE_MS = 50;
+/** A poll whose due runs the limits hold back looks again this often even if no wake-up comes. */
+const RECHECK_BLOCKED_MS = 1_000;
 
 type Db = Kysely<Database> | Transaction<Database>;
 
@@ -47,22 +50,31 @@ export class ClaimService {
     // What woke the poll: a run became due in the pool (only claims can change), or anything else.
     let woken: string | null = null;
     let first = true;
+    const workerKey = `worker:${req.workerId}`;
     for (;;) {
       if (woken !== poolKey && woken !== slotsKey) housekeeping = await this.reconcile(req);
-      const outcome: ClaimOutcome = { blocked: false };
-      const runs = req.capacity > 0 ? await this.claim(pool, req, first, outcome) : [];
-      first = false;
-      const now = this.ctx.clock.now();
-      if (runs.length > 0 || housekeeping.cancel.length > 0 || housekeeping.forget.length > 0 || now >= deadline || signal?.aborted) {
-        // The heartbeat at the start is fresh unless the poll was held open a while.
-        if (now - started >= 1_000) await this.heartbeat(pool.id, req);
-        return { runs, ...housekeeping };
+      // Wake-ups that fire while the claim reads the database are kept, not lost before the wait below.
+      const seen = this.ctx.wakeups.record([poolKey, slotsKey, workerKey]);
+      try {
+        const outcome: ClaimOutcome = { blocked: false };
+        const runs = req.capacity > 0 ? await this.claim(pool, req, first, outcome) : [];
+        first = false;
+        const now = this.ctx.clock.now();
+        if (runs.length > 0 || housekeeping.cancel.length > 0 || housekeeping.forget.length > 0 || now >= deadline || signal?.aborted) {
+          // The heartbeat at the start is fresh unless the poll was held open a while.
+          if (now - started >= 1_000) await this.heartbeat(pool.id, req);
+          return { runs, ...housekeeping };
+        }
+        const nextDue = req.capacity > 0 ? await this.nextWakeTime(pool.id, outcome, now) : null;
+        const until = Math.min(deadline, nextDue ?? Number.POSITIVE_INFINITY);
+        // Held back by the limits: a slot freeing up is worth waking for; otherwise only new due runs are.
+        const keys: string[] = outcome.blocked ? [poolKey, slotsKey, workerKey] : [poolKey, workerKey];
+        const missed: string | null | undefined = keys.find((k) => seen.fired.has(k)) ?? (seen.fired.has(WAKE_ALL) ? null : undefined);
+        seen.stop();
+        woken = missed !== undefined ? missed : await this.ctx.wakeups.wait(keys, until - now + 5, signal);
+      } finally {
+        seen.stop();
       }
-      const nextDue = req.capacity > 0 ? await this.nextWakeTime(pool.id, now, outcome.blocked) : null;
-      const until = Math.min(deadline, nextDue ?? Number.POSITIVE_INFINITY);
-      // Held back by the limits: a slot freeing up is worth waking for; otherwise only new due runs are.
-      const keys = outcome.blocked ? [poolKey, slotsKey, `worker:${req.workerId}`] : [poolKey, `worker:${req.workerId}`];
-      woken = await this.ctx.wakeups.wait(keys, until - now + 5, signal);
     }
   }
 
@@ -151,11 +163,13 @@ export class ClaimService {
 
   /**
    * When a poll that claimed nothing should look again without being woken: when the pool's next run
-   * becomes due. A run already due that the claim did not take is either blocked (a concurrency limit,
-   * a paused pool: the run that frees the slot, or the unpausing, wakes the pool, so only runs due
-   * later count) or was locked by another claimer a moment ago (look again shortly).
+   * becomes due. A run the claim saw due and did not take is either held back (a concurrency limit, a
+   * paused pool: a slot freeing up or the unpausing wakes the poll, so only runs due after the claim
+   * count, and a look once a second covers what no wake-up announces, such as rows another claimer
+   * had locked) or was locked by another claimer a moment ago (look again shortly).
    */
-  private async nextWakeTime(poolId: string, now: number, blocked: boolean): Promise<number | null> {
+  private async nextWakeTime(poolId: string, outcome: ClaimOutcome, now: number): Promise<number | null> {
+    const claimedAt = outcome.at ?? now;
     const dueAfter = (eb: ExpressionBuilder<Database, 'work_pools'>, after?: string) => {
       let q = eb
         .selectFrom('flow_runs')
@@ -167,13 +181,13 @@ export class ClaimService {
     };
     const row = await this.ctx.db
       .selectFrom('work_pools')
-      .select((eb) => ['paused', dueAfter(eb).as('next'), dueAfter(eb, iso(now)).as('later')])
+      .select((eb) => ['paused', dueAfter(eb).as('next'), dueAfter(eb, iso(claimedAt)).as('later')])
       .where('id', '=', poolId)
       .executeTakeFirst();
     if (!row?.next) return null;
     const next = Date.parse(row.next as string);
     if (next > now) return next;
-    if (blocked || row.paused) return row.later ? Date.parse(row.later as string) : null;
+    if (outcome.blocked || row.paused) return Math.min(row.later ? Date.parse(row.later as string) : Infinity, now + RECHECK_BLOCKED_MS);
     return now + RECHECK_DUE_MS;
   }
 
@@ -206,6 +220,7 @@ export class ClaimService {
         return Number(r.n);
       };
       const now = this.ctx.clock.now();
+      outcome.at = now;
       // Everything the claim and its answer need comes with the candidates (the pool's state, names,
       // the deployment's entrypoint, the limits), so that the claim's statements do not grow with
       // the runs it takes. Only the runs' rows are locked, not the pool's, deployments' or flows'.
@@ -368,9 +383,13 @@ export class ClaimService {
   }
 }
 
-/** What a claim that took nothing saw: `blocked` when due runs were there but the concurrency limits held them all back. */
+/**
+ * What a claim that took nothing saw: `blocked` when due runs were there but the concurrency limits
+ * held them all back; `at`, the time it judged what was due by.
+ */
 interface ClaimOutcome {
   blocked: boolean;
+  at?: number;
 }
 
 /** A claim candidate: the run row with the names and deployment fields its claim answer needs. */

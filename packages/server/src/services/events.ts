@@ -67,6 +67,20 @@ export class Wakeups {
   }
 
   /**
+   * Starts noting which of `keys` (and {@link WAKE_ALL}) fire, for a caller that decides what to wait
+   * for only after reading the database: what fired in between is in `fired`, not lost. `stop()` ends it.
+   */
+  record(keys: string[]): { fired: Set<string>; stop(): void } {
+    const fired = new Set<string>();
+    const listeners = [...keys, WAKE_ALL].map((k) => [k, () => fired.add(k)] as const);
+    for (const [k, fn] of listeners) this.emitter.on(k, fn);
+    const stop = () => {
+      for (const [k, fn] of listeners) this.emitter.off(k, fn);
+    };
+    return { fired, stop };
+  }
+
+  /**
    * Resolves when one of `keys` fires (with that key), or with `null` after `ms`, when `signal`
    * aborts, or when the bus may have missed wake-ups ({@link WAKE_ALL}): then anything may have changed.
    */
