@@ -4,7 +4,7 @@
  * server (a deployment's run, claimed like a worker), with the flow executed in this process.
  */
 import { randomUUID } from 'node:crypto';
-import { startTestServer, type TestServer } from '@tessera/testing';
+import { putTestDeployment, startTestServer, type TestServer } from '@tessera/testing';
 import { type CryptoKey, calculateJwkThumbprint, decodeJwt, exportJWK } from 'jose';
 import { afterAll, afterEach, beforeAll, expect, it, vi } from 'vitest';
 import { flow } from './flow.js';
@@ -15,12 +15,10 @@ let server: TestServer;
 beforeAll(async () => {
   server = await startTestServer({ backgroundServices: false });
   await server.client.createWorkPool({ name: 'default' });
-  await server.client.putDeployment({
+  await putTestDeployment(server, {
     name: 'bound',
     flowName: 'bound',
     entrypoint: 'flows.ts:bound',
-    path: '/tmp',
-    workPool: 'default',
     identity: { audiences: ['vault.internal'] },
   });
 });

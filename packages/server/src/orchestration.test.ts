@@ -248,101 +248,79 @@ async function heldPoll(server: TestServer) {
 }
 
 describe('long polls and runs due later', () => {
+  // A real clock: these polls are held open for real.
+  let server: TestServer;
+  beforeEach(async () => {
+    server = await startTestServer({ backgroundServices: false });
+    await server.client.createWorkPool({ name: 'default' });
+  });
+  afterEach(async () => server.close());
+
   it('a poll already waiting claims a run created for later at its time, not at the end of the poll', async () => {
-    const server = await startTestServer({ backgroundServices: false });
-    try {
-      await server.client.createWorkPool({ name: 'default' });
-      await server.client.putDeployment(spec());
-      // The poll starts first and finds no run at all, so it would sleep for its whole 20 s.
-      const poll = server.client.poll('default', { workerId: randomUUID(), workerName: 'w', capacity: 1, running: [], waitMs: 20_000 });
-      await new Promise((r) => setTimeout(r, 200));
-      const due = Date.now() + 1_500;
-      await server.client.runDeployment('etl', { scheduledFor: new Date(due).toISOString() });
-      const res = await poll;
-      expect(res.runs).toHaveLength(1);
-      expect(Date.now()).toBeGreaterThanOrEqual(due);
-      expect(Date.now() - due).toBeLessThan(5_000);
-    } finally {
-      await server.close();
-    }
+    await server.client.putDeployment(spec());
+    // The poll starts first and finds no run at all, so it would sleep for its whole 20 s.
+    const poll = server.client.poll('default', { workerId: randomUUID(), workerName: 'w', capacity: 1, running: [], waitMs: 20_000 });
+    await new Promise((r) => setTimeout(r, 200));
+    const due = Date.now() + 1_500;
+    await server.client.runDeployment('etl', { scheduledFor: new Date(due).toISOString() });
+    const res = await poll;
+    expect(res.runs).toHaveLength(1);
+    expect(Date.now()).toBeGreaterThanOrEqual(due);
+    expect(Date.now() - due).toBeLessThan(5_000);
   });
 
   it('a poll facing a due run it may not claim waits for a change instead of claiming again and again, and takes the run once a slot frees', async () => {
-    const server = await startTestServer({ backgroundServices: false });
-    try {
-      await server.client.createWorkPool({ name: 'default' });
-      await server.client.putDeployment(spec({ concurrencyLimit: 1 }));
-      const first = await server.client.runDeployment('etl');
-      const c = await claimOne(server.client);
-      await c.as.proposeState(first.id, { state: { type: 'RUNNING' } });
-      // Due now, but the deployment's only slot is taken.
-      const second = await server.client.runDeployment('etl');
-      const poll = await heldPoll(server);
-      // Held open without spinning: one claim at the start, none while nothing changes.
-      expect(poll.claims()).toBe(1);
-      await c.as.proposeState(first.id, { state: { type: 'COMPLETED' } });
-      const res = await poll.answer;
-      expect(res.runs.map((r) => r.run.id)).toEqual([second.id]);
-      expect(Date.now() - poll.started).toBeLessThan(5_000);
-    } finally {
-      await server.close();
-    }
+    await server.client.putDeployment(spec({ concurrencyLimit: 1 }));
+    const first = await server.client.runDeployment('etl');
+    const c = await claimOne(server.client);
+    await c.as.proposeState(first.id, { state: { type: 'RUNNING' } });
+    // Due now, but the deployment's only slot is taken.
+    const second = await server.client.runDeployment('etl');
+    const poll = await heldPoll(server);
+    // Held open without spinning: one claim at the start, none while nothing changes.
+    expect(poll.claims()).toBe(1);
+    await c.as.proposeState(first.id, { state: { type: 'COMPLETED' } });
+    const res = await poll.answer;
+    expect(res.runs.map((r) => r.run.id)).toEqual([second.id]);
+    expect(Date.now() - poll.started).toBeLessThan(5_000);
   });
 
   it('a poll held back by a deployment limit claims as soon as the limit is raised', async () => {
-    const server = await startTestServer({ backgroundServices: false });
-    try {
-      await server.client.createWorkPool({ name: 'default' });
-      await server.client.putDeployment(spec({ concurrencyLimit: 1 }));
-      await server.client.runDeployment('etl');
-      await claimOne(server.client);
-      const second = await server.client.runDeployment('etl');
-      const poll = await heldPoll(server);
-      expect(poll.claims()).toBe(1);
-      await server.client.putDeployment(spec({ concurrencyLimit: 2 }));
-      expect((await poll.answer).runs.map((r) => r.run.id)).toEqual([second.id]);
-      expect(Date.now() - poll.started).toBeLessThan(5_000);
-    } finally {
-      await server.close();
-    }
+    await server.client.putDeployment(spec({ concurrencyLimit: 1 }));
+    await server.client.runDeployment('etl');
+    await claimOne(server.client);
+    const second = await server.client.runDeployment('etl');
+    const poll = await heldPoll(server);
+    expect(poll.claims()).toBe(1);
+    await server.client.putDeployment(spec({ concurrencyLimit: 2 }));
+    expect((await poll.answer).runs.map((r) => r.run.id)).toEqual([second.id]);
+    expect(Date.now() - poll.started).toBeLessThan(5_000);
   });
 
   it('a poll with nothing held back is not woken when a run ends: only polls a limit blocked are', async () => {
-    const server = await startTestServer({ backgroundServices: false });
-    try {
-      await server.client.createWorkPool({ name: 'default' });
-      await server.client.putDeployment(spec());
-      const run = await server.client.runDeployment('etl');
-      const c = await claimOne(server.client);
-      await c.as.proposeState(run.id, { state: { type: 'RUNNING' } });
-      const poll = await heldPoll(server);
-      await c.as.proposeState(run.id, { state: { type: 'COMPLETED' } });
-      await new Promise((r) => setTimeout(r, 500));
-      expect(poll.claims()).toBe(1);
-      await server.client.runDeployment('etl');
-      expect((await poll.answer).runs).toHaveLength(1);
-      expect(poll.claims()).toBe(2);
-    } finally {
-      await server.close();
-    }
+    await server.client.putDeployment(spec());
+    const run = await server.client.runDeployment('etl');
+    const c = await claimOne(server.client);
+    await c.as.proposeState(run.id, { state: { type: 'RUNNING' } });
+    const poll = await heldPoll(server);
+    await c.as.proposeState(run.id, { state: { type: 'COMPLETED' } });
+    await new Promise((r) => setTimeout(r, 500));
+    expect(poll.claims()).toBe(1);
+    await server.client.runDeployment('etl');
+    expect((await poll.answer).runs).toHaveLength(1);
+    expect(poll.claims()).toBe(2);
   });
 
   it('a poll on a paused pool with a due run waits without claiming again, and claims the run as soon as the pool is resumed', async () => {
-    const server = await startTestServer({ backgroundServices: false });
-    try {
-      await server.client.createWorkPool({ name: 'default' });
-      await server.client.putDeployment(spec());
-      await server.client.updateWorkPool('default', { paused: true });
-      const run = await server.client.runDeployment('etl');
-      const poll = await heldPoll(server);
-      expect(poll.claims()).toBe(1);
-      await server.client.updateWorkPool('default', { paused: false });
-      const res = await poll.answer;
-      expect(res.runs.map((r) => r.run.id)).toEqual([run.id]);
-      expect(Date.now() - poll.started).toBeLessThan(5_000);
-    } finally {
-      await server.close();
-    }
+    await server.client.putDeployment(spec());
+    await server.client.updateWorkPool('default', { paused: true });
+    const run = await server.client.runDeployment('etl');
+    const poll = await heldPoll(server);
+    expect(poll.claims()).toBe(1);
+    await server.client.updateWorkPool('default', { paused: false });
+    const res = await poll.answer;
+    expect(res.runs.map((r) => r.run.id)).toEqual([run.id]);
+    expect(Date.now() - poll.started).toBeLessThan(5_000);
   });
 });
 
