@@ -8,8 +8,8 @@ export interface WakeupBus {
   /** Sends `key` to every replica. Best effort: a wake-up lost in transit costs a poll cycle, never a run. */
   publish(key: string): void;
   /**
-   * Starts delivering keys published by any replica (including this one) to `deliver`, and
-   * {@link WAKE_ALL} after an interruption.
+   * Starts delivering keys published by the other replicas to `deliver` (never this one's own: it
+   * woke its waiters itself), and {@link WAKE_ALL} after an interruption.
    */
   subscribe(deliver: (key: string) => void): Promise<void>;
   close(): Promise<void>;

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { WAKE_ALL, type WakeupBus } from '../services/events.js';
 
@@ -9,6 +10,10 @@ const require = createRequire(import.meta.url);
  * small pool. A lost listener reconnects by itself with backoff and then delivers
  * {@link WAKE_ALL}, so every waiting poll re-checks at once: wake-ups missed while it was away cost
  * nothing more than that re-check, never a run.
+ *
+ * Each payload is `<origin> <key>`: a replica skips its own notifications, because {@link Wakeups}
+ * already woke its own waiters at once. Delivered again a moment later, the echo would wake a poll
+ * that had just looked and gone back to sleep, for a second, useless claim.
  */
 export function createPgWakeupBus(url: string, onError: (e: Error) => void = () => {}): WakeupBus {
   const pg = require('pg') as typeof import('pg');
@@ -21,11 +26,15 @@ export function createPgWakeupBus(url: string, onError: (e: Error) => void = () 
   let closed = false;
   let deliver: ((key: string) => void) | undefined;
   let retryMs = 250;
+  const origin = randomUUID();
 
   const connect = async (): Promise<void> => {
     const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000, keepAlive: true });
     client.on('notification', (msg) => {
-      if (msg.channel === CHANNEL && msg.payload) deliver?.(msg.payload);
+      if (msg.channel !== CHANNEL || !msg.payload) return;
+      const space = msg.payload.indexOf(' ');
+      if (space < 0 || msg.payload.slice(0, space) === origin) return;
+      deliver?.(msg.payload.slice(space + 1));
     });
     client.on('error', (e) => {
       onError(e);
@@ -70,7 +79,7 @@ export function createPgWakeupBus(url: string, onError: (e: Error) => void = () 
   return {
     publish(key) {
       if (closed) return;
-      publisher.query('select pg_notify($1, $2)', [CHANNEL, key]).catch(onError);
+      publisher.query('select pg_notify($1, $2)', [CHANNEL, `${origin} ${key}`]).catch(onError);
     },
     async subscribe(fn) {
       deliver = fn;
