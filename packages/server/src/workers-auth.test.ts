@@ -177,6 +177,24 @@ describe('workers join without a long-lived secret', () => {
     expect(stranger.body).toMatchObject({ error: 'invalid_grant', code: 'ERR_SIGNATURE_INVALID' });
   });
 
+  it('refuses a poll with another worker’s id: no heartbeat, claim or lost-run repair as someone else', async () => {
+    const victim = await joined({ pool: 'default' });
+    const intruder = await joined({ pool: 'default' });
+    const workerId = randomUUID();
+    const as = (c: ApiClient, workerName: string) => c.poll('default', { workerId, workerName, capacity: 1, running: [], waitMs: 0 });
+    await as(victim.client, 'victim');
+    const err = await failure(as(intruder.client, 'intruder'));
+    expect(err.code).toBe('ERR_FORBIDDEN');
+    expect(err.status).toBe(403);
+    expect(err.details).toMatchObject({ field: 'workerId' });
+    // Not renamed, and its owner goes on polling.
+    const listed = await admin.listWorkers();
+    expect(listed.items.find((w) => w.id === workerId)?.name).toBe('victim');
+    await as(victim.client, 'victim');
+    // An id nobody used yet is the intruder's own.
+    await intruder.client.poll('default', { workerId: randomUUID(), workerName: 'intruder', capacity: 1, running: [], waitMs: 0 });
+  });
+
   it('refuses a revoked worker at once: its access token and any new assertion', async () => {
     const w = await joined();
     await poll(w.client);

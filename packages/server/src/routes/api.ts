@@ -1,7 +1,7 @@
 import type { AdhocRunResponse, CreateAdhocRunRequest, WorkerPollRequest } from '@tessera/core';
 import { TesseraError } from '@tessera/core';
 import type { FastifyInstance } from 'fastify';
-import { causeOfPrincipal, requireWorkerPool } from '../auth/principal.js';
+import { causeOfPrincipal, principalId, requireWorkerPool } from '../auth/principal.js';
 import { iso } from '../lib/clock.js';
 import type { Services } from '../services/index.js';
 import type { Actor } from '../services/runs.js';
@@ -86,7 +86,12 @@ export function registerApiRoutes(app: FastifyInstance, s: Services): void {
       // request emits it as soon as its body is read).
       const abort = new AbortController();
       reply.raw.once('close', () => abort.abort());
-      return s.claims.poll(params.name as string, body as WorkerPollRequest, abort.signal);
+      return s.claims.poll(
+        params.name as string,
+        body as WorkerPollRequest,
+        abort.signal,
+        principal ? principalId(principal) : 'anonymous',
+      );
     },
   });
   route(app, {

@@ -32,20 +32,27 @@ export class ClaimService {
     private readonly credentials: CredentialService,
   ) {}
 
-  async poll(poolName: string, req: WorkerPollRequest, signal?: AbortSignal): Promise<WorkerPollResponse> {
+  /**
+   * @param owner `principalId` of the caller. A worker id belongs to the principal that first polled
+   *   with it: another principal's poll with it is refused, so no worker can heartbeat, claim, or have
+   *   runs declared lost as another. Omitted only by in-process callers (tests).
+   * @throws TesseraError `ERR_UNKNOWN_POOL`; `ERR_FORBIDDEN` when the worker id is another principal's.
+   */
+  async poll(poolName: string, req: WorkerPollRequest, signal?: AbortSignal, owner?: string): Promise<WorkerPollResponse> {
     const pool = await this.ctx.db.selectFrom('work_pools').selectAll().where('name', '=', poolName).executeTakeFirst();
     if (!pool)
       throw new TesseraError(
         'ERR_UNKNOWN_POOL',
         `work pool "${poolName}" does not exist; create it with \`tessera pools create ${poolName}\``,
       );
+    if (owner !== undefined) await this.checkOwner(req.workerId, owner);
     const waitMs = Math.min(Math.max(req.waitMs ?? 10_000, 0), this.ctx.settings.maxPollWaitMs);
     const started = this.ctx.clock.now();
     const deadline = started + waitMs;
     const poolKey = `pool:${pool.id}`;
     const slotsKey = `slots:${pool.id}`;
     // A poll that may claim heartbeats inside its first claim's transaction: one commit, not two.
-    if (req.capacity <= 0) await this.heartbeat(pool.id, req);
+    if (req.capacity <= 0) await this.heartbeat(pool.id, req, owner);
     let housekeeping = { cancel: [] as string[], forget: [] as string[] };
     // What woke the poll: a run became due in the pool (only claims can change), or anything else.
     let woken: string | null = null;
@@ -57,12 +64,12 @@ export class ClaimService {
       const seen = this.ctx.wakeups.record([poolKey, slotsKey, workerKey]);
       try {
         const outcome: ClaimOutcome = { blocked: false };
-        const runs = req.capacity > 0 ? await this.claim(pool, req, first, outcome) : [];
+        const runs = req.capacity > 0 ? await this.claim(pool, req, first, outcome, owner) : [];
         first = false;
         const now = this.ctx.clock.now();
         if (runs.length > 0 || housekeeping.cancel.length > 0 || housekeeping.forget.length > 0 || now >= deadline || signal?.aborted) {
           // The heartbeat at the start is fresh unless the poll was held open a while.
-          if (now - started >= 1_000) await this.heartbeat(pool.id, req);
+          if (now - started >= 1_000) await this.heartbeat(pool.id, req, owner);
           return { runs, ...housekeeping };
         }
         const nextDue = req.capacity > 0 ? await this.nextWakeTime(pool.id, outcome, now) : null;
@@ -78,12 +85,35 @@ export class ClaimService {
     }
   }
 
-  private async heartbeat(poolId: string, req: WorkerPollRequest, db: Db = this.ctx.db): Promise<void> {
+  /** @throws TesseraError `ERR_FORBIDDEN` when another principal polls as `workerId`. */
+  private async checkOwner(workerId: string, owner: string): Promise<void> {
+    const row = await this.ctx.db.selectFrom('workers').select('owner').where('id', '=', workerId).executeTakeFirst();
+    if (row?.owner && row.owner !== owner) {
+      throw new TesseraError(
+        'ERR_FORBIDDEN',
+        `workerId: worker ${workerId} polls with another credential; a worker id belongs to the credential that first polled with it. Each worker process picks its own id (tessera worker start does)`,
+        { details: { field: 'workerId' } },
+      );
+    }
+  }
+
+  /**
+   * Records the worker as alive. The row's owner never changes once set (a row from before owners
+   * were recorded is adopted), even if two principals race to first use one id.
+   */
+  private async heartbeat(poolId: string, req: WorkerPollRequest, owner: string | undefined, db: Db = this.ctx.db): Promise<void> {
     const now = iso(this.ctx.clock.now());
     await db
       .insertInto('workers')
-      .values({ id: req.workerId, name: req.workerName, pool_id: poolId, last_heartbeat_at: now, created_at: now })
-      .onConflict((oc) => oc.column('id').doUpdateSet({ last_heartbeat_at: now, name: req.workerName }))
+      .values({ id: req.workerId, name: req.workerName, pool_id: poolId, last_heartbeat_at: now, created_at: now, owner: owner ?? null })
+      .onConflict((oc) => {
+        const update = oc
+          .column('id')
+          .doUpdateSet({ last_heartbeat_at: now, name: req.workerName, ...(owner !== undefined ? { owner } : {}) });
+        return owner === undefined
+          ? update
+          : update.where((eb) => eb.or([eb('workers.owner', 'is', null), eb('workers.owner', '=', owner)]));
+      })
       .execute();
   }
 
@@ -204,11 +234,13 @@ export class ClaimService {
     req: WorkerPollRequest,
     heartbeat = false,
     outcome: ClaimOutcome = { blocked: false },
+    /** See {@link poll}. */
+    owner?: string,
   ): Promise<ClaimedRun[]> {
     const poolId = given.id;
     const claimed: { row: ClaimRow; credential: string }[] = [];
     await this.ctx.db.transaction().execute(async (trx) => {
-      if (heartbeat) await this.heartbeat(poolId, req, trx);
+      if (heartbeat) await this.heartbeat(poolId, req, owner, trx);
       if (heartbeat && given.paused) return;
       const activeCount = async (column: 'work_pool_id' | 'deployment_id', value: string) => {
         const r = await trx

@@ -8,6 +8,7 @@ import * as m0004 from './migrations/0004-identity.js';
 import * as m0005 from './migrations/0005-replicas.js';
 import * as m0006 from './migrations/0006-auth.js';
 import * as m0007 from './migrations/0007-sessions.js';
+import * as m0008 from './migrations/0008-worker-owner.js';
 
 type MigrationModule = { up(db: Kysely<unknown>, dialect: StoreDialect): Promise<void> };
 
@@ -20,6 +21,7 @@ const MIGRATIONS: Record<string, MigrationModule> = {
   '0005-replicas': m0005,
   '0006-auth': m0006,
   '0007-sessions': m0007,
+  '0008-worker-owner': m0008,
 };
 
 class StaticProvider implements MigrationProvider {

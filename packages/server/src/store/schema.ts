@@ -142,6 +142,8 @@ export interface WorkerTable {
   pool_id: string;
   last_heartbeat_at: string;
   created_at: string;
+  /** `principalId` of who polls as this worker; null on rows older than migration 0008. */
+  owner: string | null;
 }
 
 export interface RunCredentialTable {
