@@ -1,4 +1,5 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
 import type { TesseraError } from '@tessera/core';
 import {
   createFakeClock,
@@ -135,6 +136,15 @@ describe('people log in at the company IdP (browser)', () => {
     expect(landing.pathname).toBe('/');
     const { landing: l2 } = await browserLogin(env, bob, '//evil.example/phish');
     expect(l2.origin).toBe(env.tessera.url);
+    // A browser drops tabs and newlines and reads `\` as `/`: each of these would be //evil.example.
+    for (const tricky of ['/\t/evil.example/phish', '/\n/evil.example', '/\\evil.example', '/\x00/evil.example']) {
+      const { landing: l } = await browserLogin(env, bob, tricky);
+      expect(l.origin, JSON.stringify(tricky)).toBe(env.tessera.url);
+      expect(l.pathname, JSON.stringify(tricky)).toBe('/');
+    }
+    // A path of this server is kept.
+    const { landing: l3 } = await browserLogin(env, bob, '/runs?state=FAILED');
+    expect(`${l3.pathname}${l3.search}`).toBe('/runs?state=FAILED');
   });
 
   it('sets the session cookie HttpOnly, SameSite=Lax, Path=/ (not Secure over plain http on loopback)', async () => {
@@ -505,6 +515,30 @@ describe('behind a TLS-terminating proxy', () => {
     expect(attrs).toEqual(expect.arrayContaining(['secure', 'httponly', 'samesite=lax', 'path=/']));
   });
 
+  it('over https reads only the __Host- cookies: a plain-named one a sibling sub-domain planted is ignored (cookie tossing)', async () => {
+    // Carol's own session and login cookies, as an attacker on a sibling sub-domain would hold them.
+    const attacker = createTestBrowser();
+    await attacker.loginAtIdp(`${env.tessera.url}/auth/login`, carol, {
+      stopAt: (u) => u.origin === env.tessera.url && !u.pathname.startsWith('/auth/'),
+    });
+    const session = attacker.cookies(env.tessera.url).get('tessera_session') as string;
+    expect(session).toMatch(/^tss_/);
+    remember(session);
+    const https = { 'x-forwarded-proto': 'https' };
+    const tossed = await fetch(`${env.tessera.url}/auth/me`, { headers: { ...https, cookie: `tessera_session=${session}` } });
+    expect(tossed.status).toBe(401);
+    // Over plain http (loopback development) the plain name is the only one a browser can hold.
+    expect((await fetch(`${env.tessera.url}/auth/me`, { headers: { cookie: `tessera_session=${session}` } })).status).toBe(200);
+    // Login CSRF: the victim's browser is sent to the attacker's callback URL with a planted login cookie.
+    const second = createTestBrowser();
+    const callback = await second.loginAtIdp(`${env.tessera.url}/auth/login`, carol, { stopAt: (u) => u.pathname === '/auth/callback' });
+    const loginCookie = second.cookies(env.tessera.url).get('tessera_login') as string;
+    remember(loginCookie);
+    const res = await fetch(callback.url, { redirect: 'manual', headers: { ...https, cookie: `tessera_login=${loginCookie}` } });
+    expect(res.headers.getSetCookie().some((c) => c.startsWith('__Host-tessera_session=tss_'))).toBe(false);
+    expect(res.status).toBeGreaterThanOrEqual(400);
+  });
+
   it('does not trust X-Forwarded-Proto without trustProxy', async () => {
     const plain = await startTestServer({
       backgroundServices: false,
@@ -621,6 +655,62 @@ describe('start-up rules', () => {
       const login = await fetch(`${s.url}/auth/login`, { redirect: 'manual' });
       expect(login.status).toBe(404);
       expect(((await login.json()) as { message: string }).message).toMatch(/local mode/);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('in local mode, is the local admin only for this machine: not for a cross-site page or a DNS-rebinding host', async () => {
+    const s = await startTestServer({ backgroundServices: false });
+    // node:http sends the Host, Origin and Sec-Fetch-Site headers it is given (a browser would set them).
+    const send = (method: string, path: string, headers: Record<string, string>, body?: string) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = httpRequest(new URL(path, s.url), { method, headers }, (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (c) => {
+            text += c;
+          });
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+        });
+        req.on('error', reject);
+        req.end(body);
+      });
+    const own = new URL(s.url).host;
+    const form = { 'content-type': 'application/x-www-form-urlencoded' };
+    try {
+      // A form on another site posting to the server (CSRF).
+      const csrf = await send(
+        'POST',
+        '/api/work-pools',
+        { ...form, origin: 'https://evil.example', 'sec-fetch-site': 'cross-site' },
+        'name=pwned',
+      );
+      expect(csrf.status).toBe(403);
+      expect(JSON.parse(csrf.body)).toMatchObject({
+        code: 'ERR_FORBIDDEN',
+        message: expect.stringMatching(/cross-site request from a web page/),
+      });
+      const sameSite = await send('POST', '/api/work-pools', { ...form, 'sec-fetch-site': 'same-site' }, 'name=pwned');
+      expect(sameSite.status).toBe(403);
+      const otherOrigin = await send('POST', '/api/work-pools', { ...form, origin: 'http://localhost:1' }, 'name=pwned');
+      expect(otherOrigin.status).toBe(403);
+      // A page of the attacker's name, resolved to 127.0.0.1, reading answers (DNS rebinding).
+      const rebound = await send('GET', '/api/trust-policies', { host: `rebind.evil.example:${new URL(s.url).port}` });
+      expect(rebound.status).toBe(403);
+      expect(JSON.parse(rebound.body).message).toMatch(/not a loopback address/);
+      expect((await s.client.listWorkPools()).items.map((p) => p.name)).not.toContain('pwned');
+      // The server's own origin, a typed URL and command-line tools (no such headers) are the local admin.
+      const json = { 'content-type': 'application/json' };
+      expect(
+        (await send('POST', '/api/work-pools', { ...json, origin: `http://${own}`, 'sec-fetch-site': 'same-origin' }, '{"name":"ui"}'))
+          .status,
+      ).toBe(201);
+      expect((await send('GET', '/api/work-pools', { 'sec-fetch-site': 'none' })).status).toBe(200);
+      expect((await send('GET', '/api/work-pools', { host: `localhost:${new URL(s.url).port}` })).status).toBe(200);
+      expect((await send('GET', '/api/work-pools', {})).status).toBe(200);
+      // Public routes answer any page.
+      expect((await send('GET', '/.well-known/jwks.json', { host: 'rebind.evil.example' })).status).toBe(200);
     } finally {
       await s.close();
     }

@@ -10,11 +10,13 @@ import { checkCsrf } from './csrf.js';
 import { type Authenticator, type Principal, type RoleRule, roleRules } from './principal.js';
 import {
   compileSessionSettings,
+  LOGIN_COOKIE,
   type LoginIdentity,
   newDeviceHandle,
   newSecret,
   openWithHandle,
   readCookie,
+  SECURE_LOGIN_COOKIE,
   SECURE_SESSION_COOKIE,
   SESSION_COOKIE,
   type SessionRecord,
@@ -271,7 +273,15 @@ function isLoopbackRedirect(uri: string): boolean {
 
 /** Only a path on this server: never an absolute URL or `//host` (no open redirect). */
 export function safeReturnTo(value: string | undefined): string {
-  if (!value?.startsWith('/') || value.startsWith('//') || value.startsWith('/\\') || /[\r\n]/.test(value)) return '/';
+  // Browsers drop tabs and newlines from a URL and read `\` as `/`: `/<TAB>/evil.example` is `//evil.example`.
+  if (!value?.startsWith('/') || [...value].some((ch) => ch === '\\' || (ch.codePointAt(0) as number) < 0x20 || ch === '\x7f')) return '/';
+  // What a browser makes of it must stay on this origin.
+  const base = 'http://tessera.invalid';
+  try {
+    if (new URL(value, base).origin !== base || value.startsWith('//')) return '/';
+  } catch {
+    return '/';
+  }
   return value;
 }
 
@@ -673,6 +683,16 @@ export class LoginService {
   }
 
   /**
+   * The names a session (or login) cookie may have on this request. Over https only the `__Host-`
+   * name: a plain-named cookie there may have been planted by a sibling sub-domain (cookie tossing),
+   * which the `__Host-` prefix exists to rule out.
+   */
+  cookieNames(request: FastifyRequest, kind: 'session' | 'login'): readonly string[] {
+    const [secure, plain] = kind === 'session' ? [SECURE_SESSION_COOKIE, SESSION_COOKIE] : [SECURE_LOGIN_COOKIE, LOGIN_COOKIE];
+    return this.isSecure(request) ? [secure] : [secure, plain];
+  }
+
+  /**
    * The {@link Authenticator} for the browser's session cookie. A cookie naming no live session is
    * refused (log in again); a state-changing request with a live one must pass the CSRF checks.
    */
@@ -680,7 +700,7 @@ export class LoginService {
     return {
       name: 'session',
       authenticate: async (request) => {
-        const cookie = readCookie(request.headers.cookie, [SECURE_SESSION_COOKIE, SESSION_COOKIE]);
+        const cookie = readCookie(request.headers.cookie, this.cookieNames(request, 'session'));
         if (!cookie) return undefined;
         const session = await this.sessions.findByCookie(cookie);
         const principal = session ? this.principalOf(session) : undefined;

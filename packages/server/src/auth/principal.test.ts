@@ -2,7 +2,16 @@ import { TesseraError } from '@tessera/core';
 import type { FastifyRequest } from 'fastify';
 import { describe, expect, it } from 'vitest';
 import { type Access, authorize } from '../routes/route.js';
-import { AuthRegistry, causeOfPrincipal, hasRole, LOCAL_ADMIN, type Principal, requireRole, roleRules } from './principal.js';
+import {
+  AuthRegistry,
+  causeOfPrincipal,
+  hasRole,
+  LOCAL_ADMIN,
+  notFromThisMachine,
+  type Principal,
+  requireRole,
+  roleRules,
+} from './principal.js';
 
 const person = (grants: { role: 'viewer' | 'operator' | 'developer' | 'admin'; workspace?: string }[]): Principal => ({
   kind: 'person',
@@ -23,7 +32,8 @@ function codeOf(fn: () => void): string | undefined {
   }
 }
 
-const request = (headers: Record<string, string> = {}) => ({ headers }) as unknown as FastifyRequest;
+const request = (headers: Record<string, string> = {}) =>
+  ({ headers: { host: '127.0.0.1:4200', ...headers } }) as unknown as FastifyRequest;
 
 describe('roles', () => {
   it('orders roles: each includes the ones before', () => {
@@ -115,6 +125,30 @@ describe('AuthRegistry', () => {
     expect(await reg.authenticate(request())).toBeNull();
     await expect(reg.authenticate(request({ authorization: 'Bearer nope' }))).rejects.toMatchObject({ code: 'ERR_CREDENTIAL_INVALID' });
     await expect(reg.authenticate(request({ authorization: 'Basic Zm9vOmJhcg==' }))).rejects.toMatchObject({ code: 'ERR_UNAUTHENTICATED' });
+  });
+
+  it('is the local admin only for requests from this machine’s own tools and pages', () => {
+    const from = (headers: Record<string, string>) => notFromThisMachine({ headers } as unknown as FastifyRequest);
+    for (const host of ['127.0.0.1:4200', 'localhost:4200', '[::1]:4200', '127.0.0.2', 'localhost'])
+      expect(from({ host }), host).toBeUndefined();
+    for (const host of ['evil.example', 'evil.example:4200', '127.0.0.1.evil.example', 'localhost.evil.example', '0.0.0.0:4200', '']) {
+      expect(from({ host }), host).toMatch(/not a loopback address/);
+    }
+    expect(from({})).toMatch(/not a loopback address/);
+    const host = '127.0.0.1:4200';
+    expect(from({ host, 'sec-fetch-site': 'same-origin', origin: 'http://127.0.0.1:4200' })).toBeUndefined();
+    expect(from({ host, 'sec-fetch-site': 'none' })).toBeUndefined();
+    expect(from({ host, 'sec-fetch-site': 'cross-site' })).toMatch(/cross-site request/);
+    expect(from({ host, 'sec-fetch-site': 'same-site' })).toMatch(/same-site request/);
+    expect(from({ host, origin: 'http://localhost:4200' })).toMatch(/another origin/);
+    expect(from({ host, origin: 'null' })).toMatch(/another origin/);
+  });
+
+  it('refuses the local admin to a cross-site request with ERR_FORBIDDEN, and leaves credentials alone', async () => {
+    const reg = new AuthRegistry([fixed('a', undefined)]);
+    await expect(reg.authenticate(request({ 'sec-fetch-site': 'cross-site' }))).rejects.toMatchObject({ code: 'ERR_FORBIDDEN' });
+    reg.localAdmin = false;
+    expect(await reg.authenticate(request({ 'sec-fetch-site': 'cross-site' }))).toBeNull();
   });
 });
 

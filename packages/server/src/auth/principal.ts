@@ -132,8 +132,44 @@ export class AuthRegistry {
         'unrecognised bearer token: expected a run credential (tsr_…) or a Tessera access token (tessera login, or exchange a token at /oauth/token)',
       );
     }
-    return this.localAdmin ? LOCAL_ADMIN : null;
+    if (!this.localAdmin) return null;
+    const problem = notFromThisMachine(request);
+    if (problem) {
+      throw new TesseraError(
+        'ERR_FORBIDDEN',
+        `local mode acts as the local admin only for this machine's own tools and pages, and ${problem}: refused. Send a credential, or configure an identity provider (docs/login.md)`,
+      );
+    }
+    return LOCAL_ADMIN;
   }
+}
+
+/**
+ * Why a request without a credential must not act as the local admin, if it must not. Local mode
+ * listens on loopback only, but a web page the developer has open can still reach it: a cross-site
+ * form or `fetch` (CSRF), or a name of the attacker's that resolves to 127.0.0.1 (DNS rebinding,
+ * which also lets the page read the answers). So the `Host` must be a loopback name, and a browser's
+ * request must come from the server's own origin (`Sec-Fetch-Site`, `Origin`). Command-line tools
+ * send neither header.
+ */
+export function notFromThisMachine(request: FastifyRequest): string | undefined {
+  const host = request.headers.host;
+  let hostname: string | undefined;
+  try {
+    hostname = host ? new URL(`http://${host}`).hostname : undefined;
+  } catch {
+    hostname = undefined;
+  }
+  if (!hostname || !(hostname === 'localhost' || hostname === '[::1]' || /^127(\.\d{1,3}){3}$/.test(hostname))) {
+    return 'this request names a host that is not a loopback address (a DNS-rebinding web page?)';
+  }
+  const site = request.headers['sec-fetch-site'];
+  if (site !== undefined && site !== 'same-origin' && site !== 'none') return `this is a ${site} request from a web page`;
+  const origin = request.headers.origin;
+  if (origin !== undefined && origin !== `http://${host}` && origin !== `https://${host}`) {
+    return 'this request comes from a web page of another origin';
+  }
+  return undefined;
 }
 
 /** The bearer token of a request, if it sends one (`Authorization: Bearer <token>`). */

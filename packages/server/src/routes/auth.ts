@@ -32,7 +32,7 @@ export function registerAuthRoutes(app: FastifyInstance, s: Services, login: Log
     );
   };
 
-  const loginCookieOf = (request: FastifyRequest) => readCookie(request.headers.cookie, [SECURE_LOGIN_COOKIE, LOGIN_COOKIE]);
+  const loginCookieOf = (request: FastifyRequest) => readCookie(request.headers.cookie, requireLogin().cookieNames(request, 'login'));
   const setLoginCookie = (request: FastifyRequest, reply: FastifyReply, value: string | null) => {
     const l = requireLogin();
     const secure = l.isSecure(request);
@@ -87,7 +87,7 @@ export function registerAuthRoutes(app: FastifyInstance, s: Services, login: Log
       if (p.sessionId && login) {
         const session = await login.sessions.findLive(p.sessionId);
         if (session) base.session = { id: session.id, kind: session.kind, createdAt: session.createdAt, expiresAt: session.expiresAt };
-        const cookie = readCookie(request.headers.cookie, [SECURE_SESSION_COOKIE, SESSION_COOKIE]);
+        const cookie = readCookie(request.headers.cookie, login.cookieNames(request, 'session'));
         if (cookie && session?.kind === 'browser') base.csrfToken = csrfTokenFor(cookie);
       }
       return base;
@@ -251,7 +251,7 @@ export function registerAuthRoutes(app: FastifyInstance, s: Services, login: Log
         device_code: z.string().optional(),
       })
       .loose(),
-    handler: async ({ body, reply }): Promise<CliTokenResponse | undefined> => {
+    handler: async ({ body, reply }): Promise<CliTokenResponse | FastifyReply> => {
       const l = requireLogin();
       reply.header('cache-control', 'no-store');
       try {
@@ -274,8 +274,7 @@ export function registerAuthRoutes(app: FastifyInstance, s: Services, login: Log
         }
       } catch (e) {
         if (!(e instanceof OAuthLoginError)) throw e;
-        reply.code(400).send({ error: e.error, error_description: e.message, code: e.code, message: e.message });
-        return undefined;
+        return reply.code(400).send({ error: e.error, error_description: e.message, code: e.code, message: e.message });
       }
     },
   });

@@ -124,7 +124,8 @@ export function route<B = undefined>(app: FastifyInstance, def: RouteDef<B>): vo
         request,
         reply,
       });
-      if (reply.sent) return reply;
+      // A handler that answered itself returns the reply (its send may still be in the onSend hooks).
+      if (result === reply || reply.sent) return reply;
       reply.code(def.status ?? (result === undefined ? 204 : 200));
       return result === undefined ? reply.send() : result;
     },
