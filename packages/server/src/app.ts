@@ -13,6 +13,9 @@ import { registerKeyRoutes } from './routes/keys.js';
 import { collectRouteTable, errorBody, loggableError } from './routes/route.js';
 import type { Services } from './services/index.js';
 
+/** Paths whose answers no cache may store unless the route says otherwise. */
+const NO_STORE_PREFIXES = ['/api/', '/oauth/', '/auth/'];
+
 export interface BuildAppOptions {
   services: Services;
   logLevel: string;
@@ -94,6 +97,14 @@ export async function buildApp(options: BuildAppOptions): Promise<FastifyInstanc
         detail: { code: e instanceof TesseraError ? e.code : 'ERR_INTERNAL', reason: (e as Error).message, ip: request.ip },
       });
     }
+  });
+
+  // API answers carry tokens, run credentials and private data: no cache may keep them (RFC 6749
+  // §5.1 for the token endpoints, RFC 9111 for shared caches and proxies). Set before the handler
+  // runs, so errors carry it too; a route whose answer may be cached sets its own.
+  app.addHook('onRequest', (request, reply, done) => {
+    if (NO_STORE_PREFIXES.some((p) => request.url.startsWith(p))) reply.header('cache-control', 'no-store');
+    done();
   });
 
   app.setErrorHandler((error, request, reply) => {

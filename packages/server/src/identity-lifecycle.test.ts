@@ -394,6 +394,26 @@ describe('token requests', () => {
     expect((p.exp as number) - (p.iat as number)).toBe(600);
   });
 
+  it('lets no cache store a token or a credential (Cache-Control: no-store), while discovery and the JWKS stay cacheable', async () => {
+    const issued = await curlToken(server, run.credential, '{"audience":"sts.amazonaws.com"}');
+    expect(issued.status).toBe(200);
+    expect(issued.headers.get('cache-control')).toBe('no-store');
+    const refused = await curlToken(server, run.credential, '{"audience":"nope.example"}');
+    expect(refused.status).toBe(403);
+    expect(refused.headers.get('cache-control')).toBe('no-store');
+    const poll = await fetch(`${server.url}/api/work-pools/default/workers/poll`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ workerId: randomUUID(), workerName: 'w', capacity: 0, running: [], waitMs: 0 }),
+    });
+    expect(poll.status).toBe(200);
+    expect(poll.headers.get('cache-control')).toBe('no-store');
+    expect((await fetch(`${server.url}/oauth/token`, { method: 'POST' })).headers.get('cache-control')).toBe('no-store');
+    for (const path of ['/.well-known/openid-configuration', '/.well-known/jwks.json']) {
+      expect((await fetch(`${server.url}${path}`)).headers.get('cache-control')).toBe('public, max-age=300');
+    }
+  });
+
   it('answers 429 ERR_RATE_LIMITED with Retry-After once a run asks too often', async () => {
     await deploy(server, { name: 'chatty' });
     const chatty = await startRun(server, 'chatty');
@@ -481,6 +501,27 @@ describe('introspection (RFC 7662)', () => {
     expect(decodeJwt(fresh)).toMatchObject({ run_attempt: 2, worker: 'w-2' });
     expect(await active(server, fresh)).toBe(true);
     expect(await active(server, old)).toBe(false);
+  });
+
+  it('keeps a claim’s tokens inactive once it is given back, even when the next claim gets the same attempt number', async () => {
+    await deploy(server, { name: 'given-back' });
+    const run = await server.client.runDeployment('given-back');
+    const claim = async (workerName: string) => {
+      const poll = await server.client.poll('default', { workerId: randomUUID(), workerName, capacity: 1, running: [], waitMs: 0 });
+      const c = poll.runs.find((r) => r.run.id === run.id);
+      expect(c, 'claimed').toBeDefined();
+      return { attempt: c?.run.attempt, as: server.client.withToken(c?.credential) };
+    };
+    const a = await claim('w-a');
+    const { token } = await a.as.issueIdentityToken({ audience: 'vault.internal', lifetime: '30m' });
+    expect(await active(server, token)).toBe(true);
+    await a.as.proposeState(run.id, { state: { type: 'SCHEDULED' } });
+    expect(await active(server, token)).toBe(false);
+    const b = await claim('w-b');
+    expect(b.attempt).toBe(a.attempt);
+    await b.as.proposeState(run.id, { state: { type: 'RUNNING' } });
+    expect(await active(server, token)).toBe(false);
+    expect(await active(server, (await b.as.issueIdentityToken({ audience: 'vault.internal' })).token)).toBe(true);
   });
 
   it('answers 400 invalid_request (RFC 6749 form) without a token, or with two', async () => {

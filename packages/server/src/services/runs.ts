@@ -319,6 +319,15 @@ export class RunService {
         .where('flow_run_id', '=', run.id)
         .where('revoked_at', 'is', null)
         .execute();
+      // The next claim reuses this attempt number: tokens issued under the claim given back must not
+      // turn active again (introspection) once another worker's claim of the same attempt runs.
+      await trx
+        .updateTable('issued_tokens')
+        .set({ revoked_at: iso(now) })
+        .where('flow_run_id', '=', run.id)
+        .where('attempt', '=', run.attempt)
+        .where('revoked_at', 'is', null)
+        .execute();
     }
 
     let retryScheduled = false;
