@@ -16,6 +16,7 @@ import { Hono } from 'hono';
 import { base64url, type CryptoKey, decodeJwt, exportSPKI, importJWK, type JWK } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { VerificationError } from './errors.js';
+import type { MiddlewareOptions } from './middleware/common.js';
 import { tesseraExpress } from './middleware/express.js';
 import { tesseraFastify } from './middleware/fastify.js';
 import { tesseraHono } from './middleware/hono.js';
@@ -546,34 +547,46 @@ const closeServer = (s: Server) =>
     s.close(() => r());
   });
 
+/**
+ * Each middleware is given `publicUrl` (without it a DPoP proof is refused: its `htu` would be
+ * checked against the client's own Host header). The options object is read per request, so the
+ * origin is filled in once the server listens.
+ */
 const targets: Record<string, (v: Verifier) => Promise<Target>> = {
   'node:http': async (v) => {
-    const auth = createNodeMiddleware(v);
+    const options: MiddlewareOptions = {};
+    const auth = createNodeMiddleware(v, options);
     const s = createServer(BIG_HEADERS, async (req, res) => {
       if (!(await auth(req, res))) return;
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ sub: (req as TesseraIncomingMessage).tessera?.sub }));
     });
-    return { url: `${await listen(s)}/resource`, close: () => closeServer(s) };
+    options.publicUrl = await listen(s);
+    return { url: `${options.publicUrl}/resource`, close: () => closeServer(s) };
   },
   fastify: async (v) => {
     const app: FastifyInstance = Fastify({ serverFactory: (handler) => createServer(BIG_HEADERS, handler) });
-    app.get('/resource', { onRequest: tesseraFastify(v) }, async (request) => ({ sub: request.tessera?.sub }));
-    app.post('/resource', { onRequest: tesseraFastify(v) }, async (request) => ({ sub: request.tessera?.sub }));
+    const options: MiddlewareOptions = {};
+    app.get('/resource', { onRequest: tesseraFastify(v, options) }, async (request) => ({ sub: request.tessera?.sub }));
+    app.post('/resource', { onRequest: tesseraFastify(v, options) }, async (request) => ({ sub: request.tessera?.sub }));
     await app.listen({ port: 0, host: '127.0.0.1' });
     const { port } = app.server.address() as AddressInfo;
-    return { url: `http://127.0.0.1:${port}/resource`, close: () => app.close() };
+    options.publicUrl = `http://127.0.0.1:${port}`;
+    return { url: `${options.publicUrl}/resource`, close: () => app.close() };
   },
   express: async (v) => {
     const app = express();
-    app.all('/resource', tesseraExpress(v), (req, res) => {
+    const options: MiddlewareOptions = {};
+    app.all('/resource', tesseraExpress(v, options), (req, res) => {
       res.json({ sub: req.tessera?.sub });
     });
     const s = createServer(BIG_HEADERS, app);
-    return { url: `${await listen(s)}/resource`, close: () => closeServer(s) };
+    options.publicUrl = await listen(s);
+    return { url: `${options.publicUrl}/resource`, close: () => closeServer(s) };
   },
   hono: async (v) => {
     const app = new Hono();
-    app.use('/resource', tesseraHono(v));
+    const options: MiddlewareOptions = {};
+    app.use('/resource', tesseraHono(v, options));
     app.all('/resource', (c) => c.json({ sub: c.get('tessera').sub }));
     // A minimal node:http → fetch bridge, so Hono is reached over real HTTP like the others.
     const s = createServer(BIG_HEADERS, async (req: IncomingMessage, res) => {
@@ -585,7 +598,8 @@ const targets: Record<string, (v: Verifier) => Promise<Target>> = {
       res.writeHead(response.status, Object.fromEntries(response.headers));
       res.end(Buffer.from(await response.arrayBuffer()));
     });
-    return { url: `${await listen(s)}/resource`, close: () => closeServer(s) };
+    options.publicUrl = await listen(s);
+    return { url: `${options.publicUrl}/resource`, close: () => closeServer(s) };
   },
 };
 

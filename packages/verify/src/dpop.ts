@@ -19,9 +19,10 @@ export interface DpopOptions {
   /** How far in the future a proof's `iat` may be (clock skew of the client). @default 5 s */
   futureSkewMs?: Duration;
   /**
-   * Most proof `jti`s remembered for replay detection. When full, the oldest entry is dropped
-   * first; entries also expire after `maxAgeMs + futureSkewMs`, when a replay would fail on `iat`
-   * anyway. @default 10,000
+   * Most proof `jti`s remembered for replay detection. Entries expire after `maxAgeMs +
+   * futureSkewMs`, when a replay would fail on `iat` anyway. When it is full of live entries, new
+   * proofs are refused (`ERR_DPOP_REPLAY_CACHE_FULL`, 503) rather than forgetting one that could then
+   * be replayed: size it for the proofs this instance accepts within `maxAgeMs`. @default 10,000
    */
   replayCacheSize?: number;
 }
@@ -84,14 +85,26 @@ export function createDpopChecker(options: DpopOptions = {}): DpopChecker {
   // jti → expiry (ms). A Map iterates in insertion order, so the first entries are the oldest.
   const seen = new Map<string, number>();
 
+  /** `false` for a replay; throws when full of entries that are all still live. */
   function remember(key: string, until: number, nowMs: number): boolean {
     const prev = seen.get(key);
     if (prev !== undefined && prev > nowMs) return false;
     if (prev !== undefined) seen.delete(key);
-    // Drop expired entries from the old end, then the oldest if still full.
-    for (const [k, exp] of seen) {
-      if (exp > nowMs && seen.size < capacity) break;
-      seen.delete(k);
+    if (seen.size >= capacity) {
+      // Entries go in about in expiry order (iat + a fixed window), so the expired ones are at the old end.
+      for (const [k, exp] of seen) {
+        if (exp > nowMs) break;
+        seen.delete(k);
+      }
+    }
+    if (seen.size >= capacity) {
+      // Dropping a live entry would let the proof it stands for be replayed: whoever can send
+      // `capacity` valid proofs could evict a victim's. Refuse instead (fail closed).
+      throw new VerificationError(
+        'ERR_DPOP_REPLAY_CACHE_FULL',
+        `the DPoP replay cache holds ${capacity} proofs still within their ${Math.round((maxAge + futureSkew) / 1000)} s window: this proof cannot be checked for replay now. Retry shortly; raise dpop.replayCacheSize if this load is expected`,
+        { claim: 'jti' },
+      );
     }
     seen.set(key, until);
     return true;

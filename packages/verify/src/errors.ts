@@ -7,7 +7,12 @@ import { TesseraError, type VerificationErrorCode } from '@tessera/core';
 export type VerificationCode = VerificationErrorCode;
 
 /** Codes that are the relying party's (or the issuer's) problem, not the token's: HTTP 503. */
-const UNAVAILABLE: ReadonlySet<VerificationCode> = new Set(['ERR_DISCOVERY_FAILED', 'ERR_JWKS_UNAVAILABLE', 'ERR_INTROSPECTION_FAILED']);
+const UNAVAILABLE: ReadonlySet<VerificationCode> = new Set([
+  'ERR_DISCOVERY_FAILED',
+  'ERR_JWKS_UNAVAILABLE',
+  'ERR_INTROSPECTION_FAILED',
+  'ERR_DPOP_REPLAY_CACHE_FULL',
+]);
 
 /** HTTP status a middleware answers with for a code: 403 for policy, 503 when the issuer cannot be reached, else 401. */
 export function statusForCode(code: VerificationCode): 401 | 403 | 503 {

@@ -1,7 +1,7 @@
 import Fastify from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { authenticate } from './middleware/common.js';
-import { tesseraFastifyPlugin } from './middleware/fastify.js';
+import { tesseraFastify, tesseraFastifyPlugin } from './middleware/fastify.js';
 import { createNodeMiddleware } from './middleware/node.js';
 import { dpopProof, makeDpopKey, type StubIssuer, startStubIssuer } from './test/helpers.js';
 import { createVerifier } from './verifier.js';
@@ -40,6 +40,41 @@ describe('middlewares', () => {
     expect((await authenticate(verifier, await req('https://api.example.com/things?x=1'), { publicUrl })).ok).toBe(true);
     const wrong = await authenticate(verifier, await req('http://10.0.0.7:8080/things'));
     expect(wrong).toMatchObject({ ok: false, status: 401, body: { code: 'ERR_DPOP_INVALID' } });
+  });
+
+  it('refuses a DPoP proof when the URL would come from the Host header (no publicUrl): a proof captured elsewhere could name that host', async () => {
+    const verifier = createVerifier({ issuer: stub.issuer, audience: 'api' });
+    const key = await makeDpopKey();
+    const token = await stub.mint({ cnf: { jkt: key.jkt } });
+    // A proof made for another service that accepts the same audience, sent here with that service's Host.
+    const proofFor = () => dpopProof(key, { method: 'GET', url: 'http://a.example/things', token });
+    const open = Fastify();
+    open.addHook('onRequest', tesseraFastify(verifier));
+    open.get('/things', async () => ({ ok: true }));
+    const replayed = await open.inject({
+      url: '/things',
+      headers: { host: 'a.example', authorization: `DPoP ${token}`, dpop: await proofFor() },
+    });
+    expect(replayed.statusCode).toBe(401);
+    expect(replayed.json()).toMatchObject({ code: 'ERR_DPOP_INVALID', message: expect.stringMatching(/publicUrl/) });
+    // Bearer tokens need no publicUrl.
+    const bearer = await open.inject({ url: '/things', headers: { authorization: `Bearer ${await stub.mint()}` } });
+    expect(bearer.statusCode).toBe(200);
+    await open.close();
+    // With publicUrl set, the proof is judged against it, whatever Host says.
+    const pinned = Fastify();
+    pinned.addHook('onRequest', tesseraFastify(verifier, { publicUrl: 'https://b.example' }));
+    pinned.get('/things', async () => ({ ok: true }));
+    const again = await pinned.inject({
+      url: '/things',
+      headers: { host: 'a.example', authorization: `DPoP ${token}`, dpop: await proofFor() },
+    });
+    expect(again.json()).toMatchObject({ code: 'ERR_DPOP_INVALID', message: expect.stringMatching(/htu/) });
+    const own = await dpopProof(key, { method: 'GET', url: 'https://b.example/things', token });
+    expect(
+      (await pinned.inject({ url: '/things', headers: { host: 'a.example', authorization: `DPoP ${token}`, dpop: own } })).statusCode,
+    ).toBe(200);
+    await pinned.close();
   });
 
   it('refuses two DPoP headers', async () => {

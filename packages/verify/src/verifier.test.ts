@@ -191,6 +191,21 @@ describe('DPoP', () => {
     expect(await codeOf(v.verify(token, { dpop }))).toBe('ERR_DPOP_REPLAY');
   });
 
+  it('checks the policy before the proof: a token the service refuses takes no room in the replay cache', async () => {
+    const key = await makeDpopKey();
+    const v = createVerifier({
+      issuer: stub.issuer,
+      audience: 'api',
+      policy: { allow: [{ name: 'prod', condition: 'environment == "prod"' }] },
+    });
+    const token = await stub.mint({ cnf: { jkt: key.jkt }, environment: 'dev' });
+    const url = 'https://api.example/x';
+    const dpop = { proof: await dpopProof(key, { method: 'GET', url, token }), method: 'GET', url };
+    // Refused by the policy both times: the proof was never remembered.
+    expect(await codeOf(v.verify(token, { dpop }))).toBe('ERR_POLICY_DENIED');
+    expect(await codeOf(v.verify(token, { dpop }))).toBe('ERR_POLICY_DENIED');
+  });
+
   it('refuses a proof carrying a private key', async () => {
     const key = await makeDpopKey();
     const v = createVerifier({ issuer: stub.issuer, audience: 'api' });
@@ -202,19 +217,33 @@ describe('DPoP', () => {
     expect(e.message).toContain('private member "d"');
   });
 
-  it('keeps the replay cache within its bound', async () => {
+  it('keeps the replay cache within its bound by refusing new proofs, never by forgetting one that could then be replayed', async () => {
     const checker = createDpopChecker({ replayCacheSize: 5 });
-    const key = await makeDpopKey();
+    const victim = await makeDpopKey();
+    const flooder = await makeDpopKey();
     const url = 'https://api.example/x';
-    for (let i = 0; i < 20; i++) {
-      await checker.check(
-        'tok',
-        key.jkt,
-        { proof: await dpopProof(key, { method: 'GET', url, token: 'tok' }), method: 'GET', url },
-        Date.now(),
-      );
-      expect(checker.replayCacheSize()).toBeLessThanOrEqual(5);
+    const now = Date.now();
+    const request = async (key: typeof victim) => ({
+      proof: await dpopProof(key, { method: 'GET', url, token: 'tok' }),
+      method: 'GET',
+      url,
+    });
+    const captured = await request(victim);
+    await checker.check('tok', victim.jkt, captured, now);
+    // A flood of valid proofs of the flooder's own fills the cache…
+    for (let i = 0; i < 4; i++) await checker.check('tok', flooder.jkt, await request(flooder), now);
+    for (let i = 0; i < 3; i++) {
+      const e = await checker.check('tok', flooder.jkt, await request(flooder), now).catch((err: VerificationError) => err);
+      expect(e).toMatchObject({ code: 'ERR_DPOP_REPLAY_CACHE_FULL', status: 503 });
+      expect(checker.replayCacheSize()).toBe(5);
     }
+    // …and the victim's captured proof is still known: its replay is refused.
+    expect(await codeOf(checker.check('tok', victim.jkt, captured, now))).toBe('ERR_DPOP_REPLAY');
+    // Once the proofs' window has passed, their entries expire and make room.
+    const later = now + 70_000;
+    const fresh = await dpopProof(victim, { method: 'GET', url, token: 'tok' }, { iat: Math.floor(later / 1000) });
+    await checker.check('tok', victim.jkt, { proof: fresh, method: 'GET', url }, later);
+    expect(checker.replayCacheSize()).toBe(1);
   });
 
   it('refuses symmetric proof algorithms at creation', () => {

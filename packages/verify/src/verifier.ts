@@ -420,6 +420,8 @@ export function createVerifier(options: VerifierOptions): Verifier {
           { claim: 'cnf' },
         );
       }
+      // After the policy: a token this service refuses anyway takes no room in the replay cache.
+      policy?.check(claims);
       await dpop.check(token, jkt, verifyOptions.dpop, now());
     } else if (verifyOptions.dpop) {
       throw new VerificationError(
@@ -429,8 +431,8 @@ export function createVerifier(options: VerifierOptions): Verifier {
       );
     }
 
-    // 6. Policy, then (network last) introspection.
-    policy?.check(claims);
+    // 6. Policy (for a bound token, checked before its proof above), then (network last) introspection.
+    if (cnf === undefined) policy?.check(claims);
     if (introspector) await introspector.check(token, claims as { jti?: unknown; exp: number }, now());
     return claims as VerifiedClaims;
   }

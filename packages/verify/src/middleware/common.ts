@@ -11,8 +11,10 @@ import type { VerifiedClaims, Verifier } from '../verifier.js';
 export interface MiddlewareOptions {
   /**
    * This service's public origin as clients address it (`https://api.example.com`), used to check a
-   * DPoP proof's `htu`. Behind a proxy that changes scheme or host, set it.
-   * @default the request's own scheme and `Host` header (`X-Forwarded-*` are not trusted)
+   * DPoP proof's `htu`. Required to accept DPoP-bound tokens: without it a proof would be checked
+   * against the request's `Host` header, which the client chooses, so a proof captured on another
+   * service could be replayed here under that service's name (RFC 9449 §4.3, §11.1). Bearer tokens
+   * do not need it.
    */
   publicUrl?: string;
   /** `realm` of the `WWW-Authenticate` challenge. @default none */
@@ -27,6 +29,11 @@ export interface AuthRequest {
   authorization: string | undefined;
   /** The `DPoP` header(s). */
   dpop: string | string[] | undefined;
+  /**
+   * True when `url`'s origin was built from the request's `Host` header (the client's choice), not
+   * from configuration: a DPoP proof is then refused, since its `htu` cannot be checked.
+   */
+  urlFromHost?: boolean;
 }
 
 /** The outcome: the claims, or the answer to send. */
@@ -121,6 +128,13 @@ export async function authenticate(verifier: Verifier, req: AuthRequest, options
       }
       if (Array.isArray(proof)) {
         throw new VerificationError('ERR_DPOP_INVALID', 'more than one DPoP header: send exactly one proof', { claim: 'DPoP' });
+      }
+      if (req.urlFromHost) {
+        throw new VerificationError(
+          'ERR_DPOP_INVALID',
+          "this service cannot check a DPoP proof's htu: it has no publicUrl, and the Host header is the client's to choose. Set the middleware's publicUrl option to the URL clients use",
+          { claim: 'htu' },
+        );
       }
       dpop = { proof, method: req.method, url: req.url };
     }

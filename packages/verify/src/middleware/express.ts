@@ -34,6 +34,7 @@ export function tesseraExpress(verifier: Verifier, options: MiddlewareOptions = 
         ),
         authorization: req.headers.authorization,
         dpop: req.headers.dpop,
+        urlFromHost: !options.publicUrl,
       },
       options,
     );

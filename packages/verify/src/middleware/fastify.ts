@@ -30,6 +30,7 @@ export function tesseraFastify(
         url: absoluteUrl(options, request.protocol === 'https', request.headers.host, request.url),
         authorization: request.headers.authorization,
         dpop: request.headers.dpop,
+        urlFromHost: !options.publicUrl,
       },
       options,
     );

@@ -27,7 +27,13 @@ export function tesseraHono(verifier: Verifier, options: MiddlewareOptions = {})
     }
     const result = await authenticate(
       verifier,
-      { method: c.req.method, url, authorization: c.req.header('authorization'), dpop: c.req.header('dpop') },
+      {
+        method: c.req.method,
+        url,
+        authorization: c.req.header('authorization'),
+        dpop: c.req.header('dpop'),
+        urlFromHost: !options.publicUrl,
+      },
       options,
     );
     if (result.ok) {

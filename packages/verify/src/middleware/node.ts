@@ -37,6 +37,7 @@ export function createNodeMiddleware(
         url: absoluteUrl(options, secure, req.headers.host, req.url ?? '/'),
         authorization: req.headers.authorization,
         dpop: req.headers.dpop,
+        urlFromHost: !options.publicUrl,
       },
       options,
     );
