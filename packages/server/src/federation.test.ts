@@ -129,14 +129,26 @@ describe('federation: RFC 8693 token exchange under trust policies', () => {
     secrets.push(((await res.json()) as { access_token: string }).access_token);
   });
 
-  it('refuses a token whose sub differs, naming the sub and the pattern', async () => {
+  it('refuses a token whose sub differs, naming its sub to the caller and each policy’s pattern to admins only (the audit log)', async () => {
     const r = await exchange(await ghToken({ sub: `repo:${REPO}:ref:refs/heads/feature-x`, ref: 'refs/heads/feature-x' }));
     expect(r.status).toBe(400);
     expect(r.body).toMatchObject({ error: 'invalid_grant', code: 'ERR_POLICY_DENIED' });
     expect(r.body.error_description).toContain(
+      `no trust policy for issuer "${gh.issuer}" accepts this token (sub "repo:${REPO}:ref:refs/heads/feature-x")`,
+    );
+    expect(r.body.error_description).toContain('tessera audit --action token.exchange');
+    // Anyone can mint a token on a shared issuer: the policies' names, patterns and conditions stay private.
+    for (const secret of ['gh-deploy', 'gh-admin', 'refs/heads/main', 'event_name', 'acme/platform'])
+      expect(r.body.error_description).not.toContain(secret);
+    expect(r.body.message).toBe(r.body.error_description);
+    const events = (
+      await admin.request<{ items: { action: string; result: string; detail: { reason?: string } }[] }>('GET', '/api/audit', {
+        query: { action: 'token.exchange', limit: 5 },
+      })
+    ).items;
+    expect(events.filter((e) => e.result === 'denied').at(-1)?.detail.reason).toContain(
       `policy "gh-deploy": token sub "repo:${REPO}:ref:refs/heads/feature-x" does not match "repo:${REPO}:ref:refs/heads/main"`,
     );
-    expect(r.body.message).toBe(r.body.error_description);
   });
 
   it('refuses a token for another repository with the same audience (anyone on GitHub can mint one)', async () => {
@@ -144,11 +156,12 @@ describe('federation: RFC 8693 token exchange under trust policies', () => {
     expect(r.body).toMatchObject({ error: 'invalid_grant', code: 'ERR_POLICY_DENIED' });
   });
 
-  it('refuses a token whose aud differs, naming the audience expected', async () => {
+  it('refuses a token whose aud differs, naming the token’s audience (the expected one is in the audit log)', async () => {
     const r = await exchange(await ghToken({ aud: 'sts.amazonaws.com' }));
     expect(r.status).toBe(400);
     expect(r.body).toMatchObject({ error: 'invalid_grant', code: 'ERR_AUDIENCE_MISMATCH' });
-    expect(r.body.error_description).toContain(`token aud ["sts.amazonaws.com"] does not include "${CI_AUDIENCE}"`);
+    expect(r.body.error_description).toContain(`accepts this token (aud ["sts.amazonaws.com"])`);
+    expect(r.body.error_description).not.toContain(CI_AUDIENCE);
   });
 
   it('refuses a token from an issuer no policy trusts', async () => {
@@ -174,7 +187,13 @@ describe('federation: RFC 8693 token exchange under trust policies', () => {
   it('refuses a token for which the condition is false', async () => {
     const r = await exchange(await ghToken({ event_name: 'pull_request' }));
     expect(r.body).toMatchObject({ error: 'invalid_grant', code: 'ERR_POLICY_DENIED' });
-    expect(r.body.error_description).toContain('condition');
+    expect(r.body.error_description).not.toContain('condition');
+    const events = (
+      await admin.request<{ items: { result: string; detail: { reason?: string } }[] }>('GET', '/api/audit', {
+        query: { action: 'token.exchange', limit: 5 },
+      })
+    ).items;
+    expect(events.filter((e) => e.result === 'denied').at(-1)?.detail.reason).toMatch(/condition .* is not true for this token/);
   });
 
   it('answers malformed requests in RFC 6749 §5.2 form', async () => {
@@ -243,6 +262,33 @@ describe('federation: RFC 8693 token exchange under trust policies', () => {
       body: new URLSearchParams({ token: access }),
     });
     expect(await introspected.json()).toEqual({ active: false });
+  });
+
+  it('never exchanges a token of its own, even under a trust policy naming its issuer', async () => {
+    await admin.request('PUT', '/api/trust-policies/self', {
+      body: { issuer: server.issuer, audience: `${server.issuer}/api`, subject: '*', role: 'admin' },
+    });
+    try {
+      // The deployment of the test before, which allows the API's own audience.
+      const run = await admin.runDeployment('api-aud');
+      const claimed = await server.services.claims.poll('default', {
+        workerId: randomUUID(),
+        workerName: 'w',
+        capacity: 5,
+        running: [],
+        waitMs: 0,
+      });
+      const credential = claimed.runs.find((r) => r.run.id === run.id)?.credential as string;
+      secrets.push(credential);
+      const runClient = createApiClient({ baseUrl: server.url, token: credential });
+      const issued = await runClient.issueIdentityToken({ audience: `${server.issuer}/api` });
+      secrets.push(issued.token);
+      const r = await exchange(issued.token);
+      expect(r.body).toMatchObject({ error: 'invalid_grant', code: 'ERR_ISSUER_MISMATCH' });
+      expect(r.body.error_description).toContain('issued by this server');
+    } finally {
+      await admin.request('DELETE', '/api/trust-policies/self');
+    }
   });
 
   it('refuses access tokens granted by a policy once it changes or is deleted', async () => {

@@ -183,15 +183,23 @@ export class FederationService {
       const audienceOnly = reasons.every((r) => r.code === 'ERR_AUDIENCE_MISMATCH');
       const code: ErrorCode = audienceOnly ? 'ERR_AUDIENCE_MISMATCH' : 'ERR_POLICY_DENIED';
       const relevant = audienceOnly ? reasons : reasons.filter((r) => r.code !== 'ERR_AUDIENCE_MISMATCH');
-      const message = `no trust policy for issuer "${iss}" accepts this token: ${relevant.map((r) => `policy "${r.policy}": ${r.reason}`).join('; ')}`;
+      const reason = `no trust policy for issuer "${iss}" accepts this token: ${relevant.map((r) => `policy "${r.policy}": ${r.reason}`).join('; ')}`;
       await this.audit.record({
         principal: externalPrincipal(external),
         action: 'token.exchange',
         target: 'token-endpoint',
         result: 'denied',
-        detail: { code, reason: message, ip: endpoint.ip },
+        detail: { code, reason, ip: endpoint.ip },
       });
-      throw new OAuthError('invalid_grant', code, message);
+      // The caller learns what its own token said, not what the policies expect: on a shared issuer
+      // (GitHub, GitLab) anyone can mint a token, and policies (patterns, conditions) are admin-only.
+      const aud = external.aud === undefined ? [] : Array.isArray(external.aud) ? external.aud : [external.aud];
+      const said = audienceOnly ? `aud ${JSON.stringify(aud)}` : `sub "${sub}"`;
+      throw new OAuthError(
+        'invalid_grant',
+        code,
+        `no trust policy for issuer "${iss}" accepts this token (${said}). An admin sees each policy's reason with \`tessera audit --action token.exchange\``,
+      );
     }
 
     const policy = match.policy;
@@ -245,6 +253,15 @@ export class FederationService {
     if (!unverified) throw new OAuthError('invalid_grant', 'ERR_TOKEN_MALFORMED', 'subject_token is not a JWT (header.payload.signature)');
     const iss = unverified.iss;
     if (typeof iss !== 'string' || iss === '') throw new OAuthError('invalid_grant', 'ERR_CLAIM_MISSING', 'subject_token has no iss claim');
+    // A run token (or an access token) of this server is never exchanged, whatever a policy says: the
+    // API access token would outlive the run and its revocation. A run uses its run credential.
+    if (iss === this.issuer()) {
+      throw new OAuthError(
+        'invalid_grant',
+        'ERR_ISSUER_MISMATCH',
+        "subject_token was issued by this server: its own tokens are not exchanged for API access (a run uses its run credential, TESSERA_RUN_CREDENTIAL); remove any trust policy naming this server's issuer",
+      );
+    }
     const candidates = await this.policies.forIssuer(iss);
     if (candidates.length === 0) {
       throw new OAuthError(
