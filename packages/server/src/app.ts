@@ -13,6 +13,9 @@ import { registerKeyRoutes } from './routes/keys.js';
 import { collectRouteTable, errorBody, loggableError } from './routes/route.js';
 import type { Services } from './services/index.js';
 
+/** The largest body a request without a valid credential may send. */
+const ANONYMOUS_BODY_LIMIT = 64 * 1024;
+
 /** Paths whose answers no cache may store unless the route says otherwise. */
 const NO_STORE_PREFIXES = ['/api/', '/oauth/', '/auth/'];
 
@@ -96,6 +99,18 @@ export async function buildApp(options: BuildAppOptions): Promise<FastifyInstanc
         result: 'failure',
         detail: { code: e instanceof TesseraError ? e.code : 'ERR_INTERNAL', reason: (e as Error).message, ip: request.ip },
       });
+    }
+    // Whoever has no credential (the token and introspection endpoints, a login, a join) sends a few
+    // hundred bytes: not the 8 MiB a run's log upload may take, parsed before any route could refuse it.
+    if (!request.principal) {
+      const length = Number(request.headers['content-length'] ?? 0);
+      if (length > ANONYMOUS_BODY_LIMIT) {
+        throw new TesseraError(
+          'ERR_VALIDATION',
+          `a request without a credential may send at most ${ANONYMOUS_BODY_LIMIT / 1024} KiB; this one sends ${length} bytes`,
+          { status: 413 },
+        );
+      }
     }
   });
 

@@ -524,6 +524,23 @@ describe('introspection (RFC 7662)', () => {
     expect(await active(server, (await b.as.issueIdentityToken({ audience: 'vault.internal' })).token)).toBe(true);
   });
 
+  it('takes at most 64 KiB from a caller without a credential (413), as from every anonymous caller', async () => {
+    // Not in local mode, where a request without a credential is the local admin.
+    const s = await startTestServer({ backgroundServices: false, auth: { localAdmin: false } });
+    try {
+      const big = `token=${'a'.repeat(70 * 1024)}`;
+      const form = { 'content-type': 'application/x-www-form-urlencoded' };
+      const res = await fetch(`${s.url}/api/identity/introspect`, { method: 'POST', headers: form, body: big });
+      expect(res.status).toBe(413);
+      expect(await res.json()).toMatchObject({ code: 'ERR_VALIDATION', message: expect.stringMatching(/at most 64 KiB/) });
+      expect((await fetch(`${s.url}/oauth/token`, { method: 'POST', headers: form, body: big })).status).toBe(413);
+      // A small one is answered as usual.
+      expect((await fetch(`${s.url}/api/identity/introspect`, { method: 'POST', headers: form, body: 'token=abc' })).status).toBe(200);
+    } finally {
+      await s.close();
+    }
+  });
+
   it('answers 400 invalid_request (RFC 6749 form) without a token, or with two', async () => {
     for (const body of ['', 'token_type_hint=access_token', 'token=a&token=b']) {
       const res = await fetch(`${server.url}/api/identity/introspect`, {

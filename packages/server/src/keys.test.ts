@@ -19,7 +19,10 @@ const run = promisify(execFile);
 const AUDIENCE = 'sts.amazonaws.com';
 
 /** Deploys one deployment per algorithm and claims `perAlg` runs of each; returns clients acting as those runs. */
-async function claimRuns(server: TestServer, perAlg = 1): Promise<{ alg: TokenAlgorithm; as: ApiClient; credential: string }[]> {
+async function claimRuns(
+  server: TestServer,
+  perAlg = 1,
+): Promise<{ alg: TokenAlgorithm; id: string; as: ApiClient; credential: string }[]> {
   await server.client.createWorkPool({ name: 'default' }).catch(() => {});
   const runs: { alg: TokenAlgorithm; id: string }[] = [];
   for (const alg of ['RS256', 'ES256'] as const) {
@@ -47,7 +50,7 @@ async function claimRuns(server: TestServer, perAlg = 1): Promise<{ alg: TokenAl
       if (!claimed) throw new Error(`run ${r.id} was not claimed`);
       const as = server.client.withToken(claimed.credential);
       await as.proposeState(r.id, { state: { type: 'RUNNING' } });
-      return { alg: r.alg, as, credential: claimed.credential };
+      return { alg: r.alg, id: r.id, as, credential: claimed.credential };
     }),
   );
 }
@@ -490,6 +493,32 @@ describe('key file', () => {
     } finally {
       await short.close();
       await long.close();
+    }
+  });
+
+  it('a preview while the key is pending signs nothing: a rotation then takes that key out of the JWKS at once', async () => {
+    const home = join(dir, 'preview-home');
+    const clock = createFakeClock('2026-11-29T09:00:00Z');
+    const first = await startTestServer({ home, clock, backgroundServices: false });
+    const { databaseUrl } = first as TestServer & { databaseUrl?: string };
+    await first.stop();
+    const second = await startTestServer({
+      home,
+      clock,
+      backgroundServices: false,
+      keys: { startPublish: '5m' },
+      ...(databaseUrl ? { databaseUrl } : {}),
+    });
+    try {
+      const pending = (await second.client.listSigningKeys()).items.find((k) => k.alg === 'RS256' && k.held) as SigningKeyInfo;
+      expect(pending.state).toBe('pending');
+      const [rs] = await claimRuns(second);
+      const preview = await second.client.previewIdentityToken((rs as { id: string }).id, { audience: AUDIENCE });
+      expect(preview.header.kid).toBe(pending.kid);
+      await second.client.rotateSigningKeys({});
+      expect(await jwksKids(second.url)).not.toContain(pending.kid);
+    } finally {
+      await second.stop();
     }
   });
 

@@ -476,12 +476,14 @@ describe('the CLI protocol (loopback redirect + PKCE, Tessera tokens)', () => {
     expect((await token({ grant_type: 'refresh_token', refresh_token: second.refresh_token as string })).json.error).toBe('invalid_grant');
   });
 
-  it('refuses a redirect that is not loopback, and a plain challenge', async () => {
-    const bad = await fetch(
-      `${env.tessera.url}/auth/cli/authorize?redirect_uri=${encodeURIComponent('http://evil.example:80/cb')}&code_challenge=${'a'.repeat(43)}`,
-      { redirect: 'manual' },
-    );
-    expect(bad.status).toBe(400);
+  it('refuses a redirect that is not a loopback IP literal (RFC 8252 §8.3: not even localhost), and a plain challenge', async () => {
+    for (const uri of ['http://evil.example:80/cb', 'http://localhost:5/cb', 'https://127.0.0.1:5/cb', 'http://127.0.0.1:5/cb#x']) {
+      const bad = await fetch(
+        `${env.tessera.url}/auth/cli/authorize?redirect_uri=${encodeURIComponent(uri)}&code_challenge=${'a'.repeat(43)}`,
+        { redirect: 'manual' },
+      );
+      expect(bad.status, uri).toBe(400);
+    }
     const plain = await fetch(
       `${env.tessera.url}/auth/cli/authorize?redirect_uri=${encodeURIComponent('http://127.0.0.1:5/cb')}&code_challenge=${'a'.repeat(43)}&code_challenge_method=plain`,
       { redirect: 'manual' },

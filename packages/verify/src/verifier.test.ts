@@ -4,7 +4,7 @@ import { createFakeClock, startTestServer } from '@tessera/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDpopChecker } from './dpop.js';
 import type { VerificationError } from './errors.js';
-import { dpopProof, makeDpopKey, makeKey, runClaims, type StubIssuer, seg, startStubIssuer } from './test/helpers.js';
+import { dpopProof, makeDpopKey, makeKey, runClaims, type StubIssuer, seg, signJwt, startStubIssuer } from './test/helpers.js';
 import { createVerifier } from './verifier.js';
 
 async function codeOf(p: Promise<unknown>): Promise<string> {
@@ -267,6 +267,33 @@ describe('introspection', () => {
     expect(e.code).toBe('ERR_TOKEN_INACTIVE');
     expect(e.message).toContain(`jti ${jti}`);
     expect(v.introspections()).toBe(2);
+  });
+
+  it('never sends a token to a plain-http introspection endpoint of an https issuer', async () => {
+    // An issuer elsewhere on the internet (faked: outside this machine), whose discovery names http.
+    const issuer = 'https://issuer.example';
+    const key = await makeKey();
+    const asked: string[] = [];
+    const fetch = async (input: string | URL | Request) => {
+      const url = String(input);
+      asked.push(url);
+      const json = (body: unknown) => new Response(JSON.stringify(body), { headers: { 'content-type': 'application/json' } });
+      if (url === `${issuer}/.well-known/openid-configuration`) {
+        return json({ issuer, jwks_uri: `${issuer}/jwks`, introspection_endpoint: 'http://issuer.example/introspect' });
+      }
+      if (url === `${issuer}/jwks`) return json({ keys: [key.publicJwk] });
+      return json({ active: true });
+    };
+    const v = createVerifier({ issuer, audience: 'api', introspect: true, fetch: fetch as never });
+    const e = await v
+      .verify(await signJwt(runClaims(issuer, 'api', Math.floor(Date.now() / 1000)), key))
+      .catch((err: VerificationError) => err);
+    expect(e).toMatchObject({
+      code: 'ERR_INTROSPECTION_FAILED',
+      status: 503,
+      message: expect.stringMatching(/is not https while the issuer is/),
+    });
+    expect(asked).not.toContain('http://issuer.example/introspect');
   });
 
   it('fails closed with ERR_INTROSPECTION_FAILED when the endpoint cannot be asked', async () => {

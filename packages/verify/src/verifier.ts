@@ -338,7 +338,17 @@ export function createVerifier(options: VerifierOptions): Verifier {
     ? createIntrospector({
         ...(options.introspect === true ? {} : options.introspect),
         fetch: fetchFn,
-        resolveUrl: async () => (await discover()).introspectionEndpoint,
+        resolveUrl: async () => {
+          const endpoint = (await discover()).introspectionEndpoint;
+          // The token itself is sent there: never in clear text when the issuer is https.
+          if (endpoint && new URL(o.issuer).protocol === 'https:' && !endpoint.startsWith('https://')) {
+            throw new VerificationError(
+              'ERR_INTROSPECTION_FAILED',
+              `introspection_endpoint ${endpoint.slice(0, 200)} is not https while the issuer is: tokens must not travel in clear text`,
+            );
+          }
+          return endpoint;
+        },
       })
     : undefined;
   const allowedAlgs = new Set(o.algorithms);

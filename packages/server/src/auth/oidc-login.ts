@@ -230,7 +230,15 @@ export function identityFromClaims(provider: string, claims: Record<string, unkn
       },
     );
   }
-  const kept = Object.fromEntries(Object.entries(claims).filter(([k]) => !PROTOCOL_CLAIMS.has(k)));
+  // An address the IdP does not vouch for (`email_verified` not true) may be whatever the person typed
+  // in their profile: role rules must not see it as `claims.email` (the "nOAuth" takeover), so it is kept
+  // only as `unverified_email`.
+  const verified = claims.email_verified === true;
+  const kept = Object.fromEntries(
+    Object.entries(claims)
+      .filter(([k]) => !PROTOCOL_CLAIMS.has(k) && (verified || k !== 'email'))
+      .concat(!verified && claims.email !== undefined ? [['unverified_email', claims.email]] : []),
+  );
   const str = (v: unknown) => (typeof v === 'string' && v !== '' ? v : undefined);
   const email = claims.email_verified === false ? undefined : str(claims.email);
   const label = email ?? str(claims.preferred_username) ?? str(claims.name) ?? sub;
@@ -256,16 +264,15 @@ function equal(a: string, b: string): boolean {
   return x.length === y.length && timingSafeEqual(x, y);
 }
 
-/** RFC 8252 §7.3: a loopback redirect, `http://127.0.0.1:<port>/…` or `http://[::1]:<port>/…` (any port). */
+/**
+ * RFC 8252 §7.3: a loopback redirect, `http://127.0.0.1:<port>/…` or `http://[::1]:<port>/…` (any
+ * port). Not `localhost` (§8.3): a name can resolve elsewhere, or to an interface another program
+ * listens on, and the one-time code would go there.
+ */
 function isLoopbackRedirect(uri: string): boolean {
   try {
     const u = new URL(uri);
-    return (
-      u.protocol === 'http:' &&
-      (u.hostname === '127.0.0.1' || u.hostname === '[::1]' || u.hostname === 'localhost') &&
-      !u.hash &&
-      !u.username
-    );
+    return u.protocol === 'http:' && (u.hostname === '127.0.0.1' || u.hostname === '[::1]') && !u.hash && !u.username;
   } catch {
     return false;
   }

@@ -219,16 +219,18 @@ export class KeyManager {
    * Synchronous and in memory: it is on the hot path of every token.
    * @param options.pending also a key still waiting out its pre-publication, when none signs yet:
    *   for tokens only Tessera verifies (its access tokens), against keys it reads from its database.
+   * @param options.peek with `pending`, nothing is signed (a preview): a pending key returned is not
+   *   marked as having signed early, which would keep it published longer after a rotation.
    * @throws TesseraError `ERR_KEY_PENDING` (503, `details.retryAfterSeconds`) while the only key of
    *   `alg` is published but not yet signing (made at start; see `startPublish`).
    */
-  signingKey(alg: SigningAlgorithm = 'RS256', options: { pending?: boolean } = {}): SigningKey {
+  signingKey(alg: SigningAlgorithm = 'RS256', options: { pending?: boolean; peek?: boolean } = {}): SigningKey {
     const now = this.ctx.clock.now();
     const [current] = this.signingCandidates(alg, now);
     if (current) return current.key;
     const pending = this.pending(alg, now);
     if (pending && options.pending) {
-      pending.signedEarly = true;
+      if (!options.peek) pending.signedEarly = true;
       return pending.key;
     }
     if (pending) {

@@ -240,7 +240,7 @@ export class TokenService {
     const run = await this.runFor(runId);
     // Not refused for its audience: the preview says whether Tessera would issue it, and shows it anyway.
     const parts = await this.tokenParts(run, audience, req, false);
-    const key = this.keys.signingKey(parts.identity.algorithm ?? 'RS256', { pending: true });
+    const key = this.keys.signingKey(parts.identity.algorithm ?? 'RS256', { pending: true, peek: true });
     const iat = Math.floor(this.ctx.clock.now() / 1000);
     return {
       header: { alg: key.alg, typ: 'JWT', kid: key.kid },
