@@ -57,14 +57,17 @@ export interface StateCause {
 /**
  * Legal transitions for flow runs, proposed by a client (worker, flow process, person). The server
  * itself may additionally move a Failed or Crashed run to Scheduled/AwaitingRetry (retry rule) and a
- * lost Pending run back to Scheduled.
+ * lost Pending run back to Scheduled. A run becomes Pending only when a worker claims it (the server
+ * refuses Scheduled → Pending from anyone but the run's own credential). Paused holds a run that has
+ * not started (Scheduled → Paused → Scheduled): a running process cannot be paused from outside, and
+ * a paused run does not hold a concurrency slot.
  */
 const FLOW_RUN_TRANSITIONS: Record<StateType, readonly StateType[]> = {
   SCHEDULED: ['PENDING', 'CANCELLED', 'PAUSED', 'SCHEDULED', 'CRASHED'],
   PENDING: ['RUNNING', 'CANCELLING', 'CANCELLED', 'CRASHED', 'FAILED', 'SCHEDULED'],
-  RUNNING: ['COMPLETED', 'FAILED', 'CRASHED', 'CANCELLING', 'CANCELLED', 'PAUSED'],
+  RUNNING: ['COMPLETED', 'FAILED', 'CRASHED', 'CANCELLING', 'CANCELLED'],
   CANCELLING: ['CANCELLED', 'CRASHED', 'COMPLETED', 'FAILED'],
-  PAUSED: ['RUNNING', 'SCHEDULED', 'CANCELLED', 'CANCELLING', 'CRASHED'],
+  PAUSED: ['SCHEDULED', 'CANCELLED'],
   COMPLETED: [],
   FAILED: [],
   CRASHED: [],

@@ -187,6 +187,127 @@ describe('orchestration rules (real server, SQLite)', () => {
     expect(more.runs).toHaveLength(0);
   });
 
+  it('never lets concurrent claims exceed a pool, queue or deployment limit (PostgreSQL claims take turns under a limit)', async () => {
+    await server.client.updateWorkPool('default', { concurrencyLimit: 2 });
+    await server.client.createWorkQueue('default', { name: 'slow', concurrencyLimit: 1 });
+    await server.client.putDeployment(spec({ name: 'pooled' }));
+    await server.client.putDeployment(spec({ name: 'queued', workQueue: 'slow' }));
+    await server.client.putDeployment(spec({ name: 'limited', concurrencyLimit: 1 }));
+    const active = async () => (await server.client.listFlowRuns({ state: 'PENDING', limit: 1000 })).items;
+    const polls = () =>
+      Promise.all(
+        Array.from({ length: 6 }, () =>
+          server.client.poll('default', { workerId: randomUUID(), workerName: 'w', capacity: 1, running: [], waitMs: 0 }),
+        ),
+      );
+    for (const name of ['pooled', 'queued', 'limited']) {
+      for (let i = 0; i < 8; i++) await server.client.runDeployment(name);
+      await polls();
+      const pending = await active();
+      expect(pending.length, name).toBeLessThanOrEqual(2);
+      if (name !== 'pooled') expect(pending.filter((r) => r.deploymentName === name).length, name).toBeLessThanOrEqual(1);
+      for (const r of pending) await server.client.cancelFlowRun(r.id);
+      // Given back by their (never-answering) workers: cancelled outright, as they have no process yet.
+      for (const r of await active()) expect(r.state.type).not.toBe('PENDING');
+    }
+  });
+
+  it('passes over the backlog of a deployment at its limit: other deployments’ runs are claimed', async () => {
+    await server.client.putDeployment(spec({ name: 'a', concurrencyLimit: 1 }));
+    await server.client.putDeployment(spec({ name: 'b' }));
+    for (let i = 0; i < 6; i++) await server.client.runDeployment('a');
+    clock.advance(1_000);
+    const b = await server.client.runDeployment('b');
+    await claimOne(server.client);
+    // The next batch of 4 candidates (capacity × 4) would hold only runs of a.
+    const next = await claimOne(server.client);
+    expect(next.run.id).toBe(b.id);
+  });
+
+  it('does not retry a run that was cancelled, however its process ended', async () => {
+    await server.client.putDeployment(spec({ retries: 3 }));
+    const run = await server.client.runDeployment('etl');
+    const c = await claimOne(server.client);
+    await c.as.proposeState(run.id, { state: { type: 'RUNNING' } });
+    await server.client.cancelFlowRun(run.id);
+    // User code turned the cancellation into an ordinary error.
+    const res = await c.as.proposeState(run.id, { state: { type: 'FAILED' }, error: { name: 'Error', message: 'aborted' } });
+    expect(res.retryScheduled).toBeUndefined();
+    expect((await server.client.getFlowRun(run.id)).state.type).toBe('FAILED');
+    expect(
+      (await server.client.poll('default', { workerId: randomUUID(), workerName: 'w', capacity: 1, running: [], waitMs: 0 })).runs,
+    ).toEqual([]);
+  });
+
+  it('makes a run Pending only through a claim, and pauses only runs that have not started', async () => {
+    await server.client.updateWorkPool('default', { concurrencyLimit: 1 });
+    await server.client.putDeployment(spec());
+    const run = await server.client.runDeployment('etl');
+    const e = await expectCode(server.client.proposeState(run.id, { state: { type: 'PENDING' } }), 'ERR_ILLEGAL_TRANSITION', 409);
+    expect(e.message).toContain('only when a worker claims it');
+    // Held, then released: a paused run holds no slot and is not claimed.
+    await server.client.proposeState(run.id, { state: { type: 'PAUSED' } });
+    expect(
+      (await server.client.poll('default', { workerId: randomUUID(), workerName: 'w', capacity: 1, running: [], waitMs: 0 })).runs,
+    ).toEqual([]);
+    await expectCode(server.client.proposeState(run.id, { state: { type: 'RUNNING' } }), 'ERR_ILLEGAL_TRANSITION', 409);
+    await server.client.proposeState(run.id, { state: { type: 'SCHEDULED' } });
+    const c = await claimOne(server.client);
+    await c.as.proposeState(run.id, { state: { type: 'RUNNING' } });
+    // A running process cannot be paused from outside (it would keep running and free its slot).
+    await expectCode(server.client.proposeState(run.id, { state: { type: 'PAUSED' } }), 'ERR_ILLEGAL_TRANSITION', 409);
+  });
+
+  it('stores a proposed scheduledFor as UTC, and refuses one that is not a time, naming the field', async () => {
+    await server.client.putDeployment(spec());
+    const run = await server.client.runDeployment('etl');
+    const c = await claimOne(server.client);
+    const due = new Date(clock.now() + 60 * 60_000);
+    const offset = `${new Date(due.getTime() + 2 * 3_600_000).toISOString().slice(0, 19)}+02:00`;
+    const bad = await expectCode(c.as.proposeState(run.id, { state: { type: 'SCHEDULED' }, scheduledFor: 'soon' }), 'ERR_VALIDATION', 400);
+    expect(bad.details).toMatchObject({ field: 'scheduledFor' });
+    await c.as.proposeState(run.id, { state: { type: 'SCHEDULED' }, scheduledFor: offset });
+    expect((await server.client.getFlowRun(run.id)).nextScheduledStartTime).toBe(due.toISOString());
+    clock.set(due.getTime());
+    expect((await claimOne(server.client)).run.id).toBe(run.id);
+  });
+
+  it('cancels a retry-waiting run of a deleted deployment, and runs still going are not retried', async () => {
+    await server.client.putDeployment(spec({ retries: 1, retryDelaysMs: [60_000] }));
+    const waiting = await server.client.runDeployment('etl');
+    const w = await claimOne(server.client);
+    await w.as.proposeState(waiting.id, { state: { type: 'RUNNING' } });
+    expect(
+      (await w.as.proposeState(waiting.id, { state: { type: 'FAILED' }, error: { name: 'Error', message: 'x' } })).retryScheduled,
+    ).toBe(true);
+    const going = await server.client.runDeployment('etl');
+    clock.advance(1);
+    const g = (
+      await server.client.poll('default', { workerId: randomUUID(), workerName: 'w', capacity: 5, running: [], waitMs: 0 })
+    ).runs.find((r) => r.run.id === going.id);
+    expect(g).toBeDefined();
+    const as = server.client.withToken(g?.credential);
+    await as.proposeState(going.id, { state: { type: 'RUNNING' } });
+    await server.client.request('DELETE', '/api/deployments/etl');
+    expect((await server.client.getFlowRun(waiting.id)).state).toMatchObject({ type: 'CANCELLED', message: 'its deployment was deleted' });
+    const failed = await as.proposeState(going.id, { state: { type: 'FAILED' }, error: { name: 'Error', message: 'x' } });
+    expect(failed.retryScheduled).toBeUndefined();
+    expect(
+      (await server.client.poll('default', { workerId: randomUUID(), workerName: 'w', capacity: 5, running: [], waitMs: 0 })).runs,
+    ).toEqual([]);
+  });
+
+  it('ends an ad-hoc run whose process is gone when it is cancelled a second time', async () => {
+    const started = await server.client.createAdhocRun({ flowName: 'local', parameters: {} });
+    const as = server.client.withToken(started.credential);
+    await as.proposeState(started.run.id, { state: { type: 'RUNNING' } });
+    expect((await server.client.cancelFlowRun(started.run.id)).state.type).toBe('CANCELLING');
+    // Nobody confirms: `tessera run` died.
+    const again = await server.client.cancelFlowRun(started.run.id);
+    expect(again.state).toMatchObject({ type: 'CANCELLED', message: expect.stringMatching(/did not confirm/) });
+    await expectCode(as.proposeState(started.run.id, { state: { type: 'COMPLETED' } }), 'ERR_CREDENTIAL_REVOKED', 401);
+  });
+
   it('marks a worker that stops heartbeating as dead: its run is Crashed, then retried', async () => {
     await server.client.putDeployment(spec({ retries: 1 }));
     const run = await server.client.runDeployment('etl');
@@ -204,6 +325,24 @@ describe('orchestration rules (real server, SQLite)', () => {
     // The dead worker comes back: it is told to forget the run, so it never runs it twice.
     const poll = await server.client.poll('default', { workerId: c.workerId, workerName: 'w', capacity: 0, running: [run.id], waitMs: 0 });
     expect(poll.forget).toEqual([run.id]);
+  });
+
+  it('applies a verdict about a silent worker only to the claim it judged, not to a later attempt', async () => {
+    await server.client.putDeployment(spec({ retries: 2 }));
+    const run = await server.client.runDeployment('etl');
+    const first = await claimOne(server.client);
+    await first.as.proposeState(run.id, { state: { type: 'RUNNING' } });
+    await first.as.proposeState(run.id, { state: { type: 'FAILED' }, error: { name: 'Error', message: 'x' } });
+    const second = await claimOne(server.client);
+    expect(second.run.attempt).toBe(2);
+    // The zombie detector read the run while the first worker held it, and acts now.
+    const stale = { workerId: first.workerId, attempt: 1 };
+    const actor = { kind: 'server' as const, id: 'zombie-detector' };
+    const res = await server.services.runs.proposeState(run.id, { state: { type: 'CRASHED' } }, actor, stale);
+    expect(res.status).toBe('ABORT');
+    expect((await server.client.getFlowRun(run.id)).state.type).toBe('PENDING');
+    const current = { workerId: second.workerId, attempt: 2 };
+    expect((await server.services.runs.proposeState(run.id, { state: { type: 'CRASHED' } }, actor, current)).status).toBe('ACCEPT');
   });
 
   it('gives back a claim its worker never acknowledges', async () => {

@@ -26,7 +26,7 @@ import { toJson } from '../lib/json.js';
 import { type FlowRunRow, toDeployment, toFlowRun, toWorkPool, toWorkQueue } from '../store/rows.js';
 import type { Database } from '../store/schema.js';
 import type { ServiceContext } from './context.js';
-import type { RunService } from './runs.js';
+import { ACTIVE_STATES, type Actor, type RunService } from './runs.js';
 import { DEFAULT_MAX_TOKEN_LIFETIME_MS } from './tokens.js';
 import { checkDeploymentSubject } from './workspace-identity.js';
 
@@ -277,7 +277,12 @@ export class CatalogService {
     return this.getDeployment(name);
   }
 
-  async deleteDeployment(name: string): Promise<void> {
+  /**
+   * Deletes a deployment and its schedules. Its runs that never started are deleted; runs waiting for
+   * a retry or paused are cancelled (their history stays); running ones finish, without retries: a
+   * run without its deployment has no entrypoint to run again.
+   */
+  async deleteDeployment(name: string, actor: Actor = { kind: 'server', id: 'catalog' }): Promise<void> {
     const dep = await this.getDeployment(name);
     const poolId = await this.ctx.db.transaction().execute(async (trx) => {
       const row = await trx.selectFrom('deployments').select('work_pool_id').where('id', '=', dep.id).executeTakeFirst();
@@ -288,10 +293,32 @@ export class CatalogService {
         .where('attempt', '=', 0)
         .execute();
       await trx.deleteFrom('schedules').where('deployment_id', '=', dep.id).execute();
-      await trx.deleteFrom('deployments').where('id', '=', dep.id).execute();
       return row?.work_pool_id;
     });
-    // Its runs still to be retried lose the deployment's limit: polls they held back look again.
+    const waiting = await this.ctx.db
+      .selectFrom('flow_runs')
+      .select('id')
+      .where('deployment_id', '=', dep.id)
+      .where('state_type', 'in', ['SCHEDULED', 'PAUSED'])
+      .execute();
+    for (const r of waiting) {
+      try {
+        await this.runs.cancel(r.id, actor, 'its deployment was deleted');
+      } catch (e) {
+        // Claimed or ended meanwhile: it is handled as the active runs below, or needs nothing.
+        if (!(e instanceof TesseraError) || e.code !== 'ERR_ILLEGAL_TRANSITION') throw e;
+      }
+    }
+    await this.ctx.db.transaction().execute(async (trx) => {
+      await trx
+        .updateTable('flow_runs')
+        .set({ max_retries: 0 })
+        .where('deployment_id', '=', dep.id)
+        .where('state_type', 'in', ACTIVE_STATES)
+        .execute();
+      await trx.deleteFrom('deployments').where('id', '=', dep.id).execute();
+    });
+    // Its runs lose the deployment's limit: polls they held back look again.
     if (poolId) this.ctx.wakeups.slotFreed(poolId);
   }
 

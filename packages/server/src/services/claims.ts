@@ -1,6 +1,6 @@
 import type { ClaimedRun, DeploymentIdentity, TokenFilesSpec, WorkerPollRequest, WorkerPollResponse } from '@tessera/core';
 import { DEFAULT_AZURE_TOKEN_FILE_LIFETIME_MS, TesseraError } from '@tessera/core';
-import type { ExpressionBuilder, Kysely, Transaction } from 'kysely';
+import { type ExpressionBuilder, type Kysely, sql, type Transaction } from 'kysely';
 import { iso } from '../lib/clock.js';
 import { fromJson, toJson } from '../lib/json.js';
 import { type FlowRunRow, toFlowRun } from '../store/rows.js';
@@ -10,6 +10,15 @@ import type { CredentialService } from './credentials.js';
 import { WAKE_ALL } from './events.js';
 import { ACTIVE_STATES, type RunService } from './runs.js';
 import { DEFAULT_MAX_TOKEN_LIFETIME_MS } from './tokens.js';
+
+const ACTIVE_SQL = sql.join(ACTIVE_STATES.map((t) => sql.lit(t)));
+
+/**
+ * A candidate run `r` (its deployment joined as `d`) whose deployment and queue have a free slot, as
+ * of the statement's snapshot. The claim counts again under its lock; this only keeps held-back runs
+ * out of the batch. Both counts use indexes (`flow_runs_deployment`, `flow_runs_claimable`).
+ */
+const WITHIN_LIMITS = sql<boolean>`((d.concurrency_limit is null or d.concurrency_limit > (select count(*) from flow_runs a where a.deployment_id = r.deployment_id and a.state_type in (${ACTIVE_SQL}))) and not exists (select 1 from work_queues q where q.pool_id = r.work_pool_id and q.name = r.work_queue and q.concurrency_limit is not null and q.concurrency_limit <= (select count(*) from flow_runs a where a.work_pool_id = r.work_pool_id and a.work_queue = r.work_queue and a.state_type in (${ACTIVE_SQL}))))`;
 
 /** After a claim found nothing although a run is due (rows locked by another claimer), look again this soon. */
 const RECHECK_DUE_MS = 50;
@@ -154,26 +163,20 @@ export class ClaimService {
     const lostBefore = iso(now - this.ctx.settings.lostClaimAfterMs);
     let lost = this.ctx.db
       .selectFrom('flow_runs')
-      .select(['id', 'state_type'])
+      .select(['id', 'state_type', 'attempt'])
       .where('worker_id', '=', req.workerId)
       .where('state_type', 'in', ACTIVE_STATES)
       .where('claimed_at', '<', lostBefore);
     if (req.running.length > 0) lost = lost.where('id', 'not in', req.running);
+    const actor = { kind: 'server' as const, id: 'lost-run', label: 'worker does not know this run' };
     for (const r of await lost.execute()) {
-      const cause = { kind: 'server' as const, id: 'lost-run', label: 'worker does not know this run' };
+      // Only for this worker's claim of this attempt: the run may have moved on since the read.
+      const claim = { workerId: req.workerId, attempt: r.attempt };
       try {
         if (r.state_type === 'PENDING') {
-          await this.runs.proposeState(
-            r.id,
-            { state: { type: 'SCHEDULED' }, scheduledFor: iso(this.ctx.clock.now()) },
-            { kind: 'server', id: cause.id, label: cause.label },
-          );
+          await this.runs.proposeState(r.id, { state: { type: 'SCHEDULED' }, scheduledFor: iso(this.ctx.clock.now()) }, actor, claim);
         } else if (r.state_type === 'CANCELLING') {
-          await this.runs.proposeState(
-            r.id,
-            { state: { type: 'CANCELLED', message: 'its worker no longer runs it' } },
-            { kind: 'server', id: cause.id, label: cause.label },
-          );
+          await this.runs.proposeState(r.id, { state: { type: 'CANCELLED', message: 'its worker no longer runs it' } }, actor, claim);
         } else {
           await this.runs.proposeState(
             r.id,
@@ -181,11 +184,12 @@ export class ClaimService {
               state: { type: 'CRASHED', message: 'its worker no longer runs it (worker restarted or lost track of the process)' },
               error: { name: 'Crashed', message: 'worker lost track of the flow process' },
             },
-            { kind: 'server', id: cause.id, label: cause.label },
+            actor,
+            claim,
           );
         }
       } catch (e) {
-        if (!(e instanceof TesseraError) || e.code !== 'ERR_ILLEGAL_TRANSITION') throw e;
+        if (!(e instanceof TesseraError) || (e.code !== 'ERR_ILLEGAL_TRANSITION' && e.code !== 'ERR_CONFLICT')) throw e;
       }
     }
     return { cancel, forget };
@@ -287,15 +291,41 @@ export class ClaimService {
             .where('p.paused', '=', 0)
             .where('r.state_type', '=', 'SCHEDULED')
             .where('r.next_scheduled_start_time', '<=', iso(now))
+            // Runs of a deployment or queue already at its limit are passed over here, not after the
+            // LIMIT below: otherwise a backlog held back by one deployment's limit fills every batch
+            // and starves the runs of all the others.
+            .where(WITHIN_LIMITS)
             .orderBy('r.priority')
             .orderBy('r.next_scheduled_start_time')
             .limit(req.capacity * 4),
           'r',
         )
         .execute()) as ClaimRow[];
-      if (candidates.length === 0) return;
+      if (candidates.length === 0) {
+        // Due runs that only the deployment and queue limits hold back (not rows another claimer has
+        // locked, which are within the limits): the poll waits for a slot to free.
+        const held = await trx
+          .selectFrom('flow_runs as r')
+          .innerJoin('work_pools as p', 'p.id', 'r.work_pool_id')
+          .leftJoin('deployments as d', 'd.id', 'r.deployment_id')
+          .select('r.id')
+          .where('r.work_pool_id', '=', poolId)
+          .where('p.paused', '=', 0)
+          .where('r.state_type', '=', 'SCHEDULED')
+          .where('r.next_scheduled_start_time', '<=', iso(now))
+          .where(sql<boolean>`not (${WITHIN_LIMITS})`)
+          .limit(1)
+          .executeTakeFirst();
+        outcome.blocked = held !== undefined;
+        return;
+      }
       let budget = req.capacity;
       const poolLimit = (candidates[0] as ClaimRow).pool_limit;
+      // Counted under a limit: the pool's claims take turns from here (PostgreSQL), so each counts
+      // the runs the one before it claimed. Unlimited pools keep claiming side by side.
+      if (poolLimit !== null || candidates.some((c) => c.deployment_limit != null || c.queue_limit != null)) {
+        await this.ctx.dialect.serializeLimitedClaims(trx, poolId);
+      }
       if (poolLimit !== null) budget = Math.min(budget, poolLimit - (await activeCount('work_pool_id', poolId)));
       // Due runs are there, and the limits hold them all back.
       outcome.blocked = budget <= 0;

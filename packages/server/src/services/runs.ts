@@ -31,6 +31,12 @@ export type Actor =
   | { kind: 'run'; runId: string; attempt: number; workerId: string | null }
   | { kind: 'person' | 'machine' | 'worker' | 'server' | 'schedule'; id: string; label?: string };
 
+/** The claim a server-side verdict was reached about: {@link RunService.proposeState} applies it only to that claim. */
+export interface ExpectedRun {
+  workerId: string | null;
+  attempt: number;
+}
+
 export interface NewRun {
   flowId: string;
   deploymentId: string | null;
@@ -233,9 +239,9 @@ export class RunService {
    * credential may act only for its own run and current attempt, and a Failed or Crashed run with
    * retries left is moved to Scheduled/AwaitingRetry.
    */
-  async proposeState(runId: string, req: ProposeStateRequest, actor: Actor): Promise<ProposeStateResponse> {
+  async proposeState(runId: string, req: ProposeStateRequest, actor: Actor, expected?: ExpectedRun): Promise<ProposeStateResponse> {
     for (let tries = 0; tries < 5; tries++) {
-      const outcome = await this.ctx.db.transaction().execute(async (trx) => this.tryPropose(trx, runId, req, actor));
+      const outcome = await this.ctx.db.transaction().execute(async (trx) => this.tryPropose(trx, runId, req, actor, expected));
       if (outcome !== 'retry') {
         if (outcome.wakePool) this.ctx.wakeups.poolChanged(outcome.wakePool);
         if (outcome.freedPool) this.ctx.wakeups.slotFreed(outcome.freedPool);
@@ -250,9 +256,15 @@ export class RunService {
     runId: string,
     req: ProposeStateRequest,
     actor: Actor,
+    expected?: ExpectedRun,
   ): Promise<'retry' | { response: ProposeStateResponse; wakePool?: string; freedPool?: string }> {
     const run = await this.getRunRow(runId, trx);
     if (!run) throw new TesseraError('ERR_RUN_NOT_FOUND', `no flow run with id "${runId}"`);
+    // A verdict reached on an earlier read (a silent worker, a lost claim) is only for the claim it
+    // judged: if the run moved on since (another attempt, another worker), it does not apply.
+    if (expected && (expected.workerId !== run.worker_id || expected.attempt !== run.attempt)) {
+      return { response: { status: 'ABORT', run: toFlowRun(run) } };
+    }
     if (actor.kind === 'run') {
       if (actor.runId !== run.id) throw new TesseraError('ERR_FORBIDDEN', 'this run credential belongs to another run');
       if (actor.attempt !== run.attempt) {
@@ -274,7 +286,11 @@ export class RunService {
       const own = actor.kind === 'run' && !isTerminal(from);
       return { response: { status: own ? 'ACCEPT' : 'ABORT', run: toFlowRun(run) } };
     }
-    const reason = checkTransition('flow_run', from, to);
+    const reason =
+      checkTransition('flow_run', from, to) ??
+      // Pending means claimed: a worker holds it (and its slot under the limits). Set by hand it would
+      // belong to nobody, hold a slot forever, and no lost-claim repair would ever find it.
+      (from === 'SCHEDULED' && to === 'PENDING' && actor.kind !== 'run' ? 'a run becomes Pending only when a worker claims it' : null);
     if (reason) throw new IllegalTransitionError(`cannot move run ${run.id.slice(0, 8)} to ${name}: ${reason}`, { from, to });
     const cause = causeOf(actor, run, to);
     const now = this.ctx.clock.now();
@@ -304,7 +320,7 @@ export class RunService {
     }
     if (to === 'SCHEDULED') {
       // Given back before it started (e.g. by its worker): claimable again, same attempt count.
-      patch.next_scheduled_start_time = req.scheduledFor ?? iso(now);
+      patch.next_scheduled_start_time = iso(scheduledForOf(req.scheduledFor) ?? now);
       patch.worker_id = null;
       patch.claimed_at = null;
       if (from === 'PENDING') patch.attempt = Math.max(0, run.attempt - 1);
@@ -332,7 +348,9 @@ export class RunService {
 
     let retryScheduled = false;
     let wakePool: string | undefined;
-    if (to === 'FAILED' || to === 'CRASHED') {
+    // A run someone cancelled is not retried, however its process ended (user code may turn the
+    // cancellation into an ordinary error, reported Failed).
+    if ((to === 'FAILED' || to === 'CRASHED') && from !== 'CANCELLING') {
       retryScheduled = await this.scheduleRetryIfAllowed(trx, run.id, req.error);
       if (retryScheduled && run.work_pool_id) wakePool = run.work_pool_id;
     }
@@ -375,12 +393,25 @@ export class RunService {
   }
 
   /** Cancels a run: directly when it has not started, through Cancelling (the worker stops it) when it has. */
-  async cancel(idOrPrefix: string, actor: Actor): Promise<FlowRun> {
+  async cancel(idOrPrefix: string, actor: Actor, message = 'cancel requested'): Promise<FlowRun> {
     const { id } = await this.getRun(idOrPrefix);
     for (let tries = 0; tries < 5; tries++) {
       const out = await this.ctx.db.transaction().execute(async (trx) => {
         const run = (await this.getRunRow(id, trx)) as FlowRunRow;
         const from = run.state_type as StateType;
+        // An ad-hoc run (`tessera run`) is stopped by the process that runs it, which nothing watches:
+        // if it is gone, the run would stay Cancelling for ever. Cancelling it again ends it.
+        if (from === 'CANCELLING' && run.trigger_kind === 'adhoc' && !run.worker_id) {
+          const cause = causeOf(actor, run, 'CANCELLED');
+          const ended = { end_time: iso(this.ctx.clock.now()), next_scheduled_start_time: null };
+          const forced = {
+            type: 'CANCELLED' as const,
+            name: STATE_NAMES.CANCELLED,
+            message: 'cancelled again: its process did not confirm the first cancel',
+          };
+          if (!(await this.writeTransition(trx, run, forced, cause, ended))) return 'retry' as const;
+          return { run: (await this.getRunRow(id, trx)) as FlowRunRow };
+        }
         if (from === 'CANCELLING' || from === 'CANCELLED') return { run };
         if (isTerminal(from)) {
           throw new IllegalTransitionError(`run ${run.id.slice(0, 8)} is already ${run.state_name}; there is nothing to cancel`, {
@@ -393,8 +424,7 @@ export class RunService {
         const to: StateType = startedOrClaimed && (run.worker_id || run.trigger_kind === 'adhoc') ? 'CANCELLING' : 'CANCELLED';
         const patch: Updateable<FlowRunTable> =
           to === 'CANCELLED' ? { end_time: iso(this.ctx.clock.now()), next_scheduled_start_time: null } : {};
-        if (!(await this.writeTransition(trx, run, { type: to, name: STATE_NAMES[to], message: 'cancel requested' }, cause, patch)))
-          return 'retry' as const;
+        if (!(await this.writeTransition(trx, run, { type: to, name: STATE_NAMES[to], message }, cause, patch))) return 'retry' as const;
         return {
           run: (await this.getRunRow(id, trx)) as FlowRunRow,
           worker: to === 'CANCELLING' ? run.worker_id : null,
@@ -435,4 +465,20 @@ export function causeOf(actor: Actor, run: FlowRunRow, to: StateType): StateCaus
     return { kind: 'worker', id: run.worker_id, ...(run.worker_name ? { label: run.worker_name } : {}) };
   }
   return { kind: 'flow', id: `${run.id}#${run.attempt}`, label: `flow process, attempt ${run.attempt}` };
+}
+
+/**
+ * A proposed `scheduledFor` as epoch ms, stored as `iso()` like every time: compared as text, an
+ * offset (`…T14:00:00+02:00`) or a word would sort wrong and make the run due at the wrong time, or never.
+ * @throws TesseraError `ERR_VALIDATION` naming `scheduledFor`.
+ */
+function scheduledForOf(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const ms = Date.parse(value);
+  if (Number.isNaN(ms) || !/^\d{4}-\d{2}-\d{2}T/.test(value)) {
+    throw new TesseraError('ERR_VALIDATION', `scheduledFor: "${value.slice(0, 64)}" is not an ISO-8601 date and time`, {
+      details: { field: 'scheduledFor' },
+    });
+  }
+  return ms;
 }

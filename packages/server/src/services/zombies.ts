@@ -37,7 +37,7 @@ export class ZombieDetector {
     const rows = await this.ctx.db
       .selectFrom('flow_runs as r')
       .innerJoin('workers as w', 'w.id', 'r.worker_id')
-      .select(['r.id', 'r.state_type', 'w.name as worker_name', 'w.last_heartbeat_at'])
+      .select(['r.id', 'r.state_type', 'r.attempt', 'r.worker_id', 'w.name as worker_name', 'w.last_heartbeat_at'])
       .where('r.state_type', 'in', ['PENDING', 'RUNNING', 'CANCELLING'])
       .where('w.last_heartbeat_at', '<', iso(cutoff))
       .limit(500)
@@ -47,18 +47,21 @@ export class ZombieDetector {
       const actor = { kind: 'server' as const, id: 'zombie-detector', label: 'zombie detector' };
       const silence = `worker "${r.worker_name}" sent no heartbeat since ${r.last_heartbeat_at} (timeout ${this.ctx.settings.heartbeatTimeoutMs / 1000} s)`;
       try {
-        if (r.state_type === 'CANCELLING') {
-          await this.runs.proposeState(r.id, { state: { type: 'CANCELLED', message: silence } }, actor);
-        } else {
-          await this.runs.proposeState(
-            r.id,
-            { state: { type: 'CRASHED', message: silence }, error: { name: 'WorkerLost', message: silence } },
-            actor,
-          );
-        }
-        n++;
+        // Only for the claim found silent: the run may have moved on since this read.
+        const claim = { workerId: r.worker_id, attempt: r.attempt };
+        const res =
+          r.state_type === 'CANCELLING'
+            ? await this.runs.proposeState(r.id, { state: { type: 'CANCELLED', message: silence } }, actor, claim)
+            : await this.runs.proposeState(
+                r.id,
+                { state: { type: 'CRASHED', message: silence }, error: { name: 'WorkerLost', message: silence } },
+                actor,
+                claim,
+              );
+        if (res.status === 'ACCEPT') n++;
       } catch (e) {
-        if (!(e instanceof TesseraError) || e.code !== 'ERR_ILLEGAL_TRANSITION') throw e;
+        // Moved on meanwhile (illegal now), or changing too fast: the next tick looks again.
+        if (!(e instanceof TesseraError) || (e.code !== 'ERR_ILLEGAL_TRANSITION' && e.code !== 'ERR_CONFLICT')) throw e;
       }
     }
     return n;

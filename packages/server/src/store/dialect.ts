@@ -7,7 +7,15 @@ import { mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import { TesseraError } from '@tessera/core';
-import { type ColumnDefinitionBuilder, Kysely, PostgresDialect, type SelectQueryBuilder, SqliteDialect } from 'kysely';
+import {
+  type ColumnDefinitionBuilder,
+  Kysely,
+  PostgresDialect,
+  type SelectQueryBuilder,
+  SqliteDialect,
+  sql,
+  type Transaction,
+} from 'kysely';
 import type { WakeupBus } from '../services/events.js';
 import { createPgWakeupBus } from './pg-bus.js';
 import { createPgLease } from './pg-lease.js';
@@ -30,6 +38,13 @@ export interface StoreDialect {
    */
   // biome-ignore lint/suspicious/noExplicitAny: generic over any select
   lockForClaim<QB extends SelectQueryBuilder<Database, any, any>>(qb: QB, of?: string): QB;
+  /**
+   * Makes the claims of one pool that are subject to a concurrency limit take turns, until `trx`
+   * ends: each counts the active runs only once the one before it has committed. Row locks alone do
+   * not do that on PostgreSQL (at READ COMMITTED, two claimers would each count the other's new
+   * Pending runs as zero and both fill the last slot). SQLite has one writer: nothing to do.
+   */
+  serializeLimitedClaims(trx: Transaction<Database>, poolId: string): Promise<void>;
 }
 
 const sqliteDialect: StoreDialect = {
@@ -37,6 +52,7 @@ const sqliteDialect: StoreDialect = {
   autoIncrementType: 'integer',
   autoIncrementColumn: (c) => c.autoIncrement(),
   lockForClaim: (qb) => qb,
+  serializeLimitedClaims: async () => {},
 };
 
 const postgresDialect: StoreDialect = {
@@ -44,7 +60,14 @@ const postgresDialect: StoreDialect = {
   autoIncrementType: 'bigserial',
   autoIncrementColumn: (c) => c,
   lockForClaim: (qb, of) => qb.forUpdate(of as never).skipLocked() as typeof qb,
+  // The two-key advisory locks are a key space apart from the one-key locks the leases use.
+  serializeLimitedClaims: async (trx, poolId) => {
+    await sql`select pg_advisory_xact_lock(${CLAIM_LOCK_CLASS}, hashtext(${poolId}))`.execute(trx);
+  },
 };
+
+/** First key of the per-pool advisory locks claims under a concurrency limit take (see serializeLimitedClaims). */
+const CLAIM_LOCK_CLASS = 0x7e55;
 
 /**
  * A lease that at most one replica holds at a time: the singleton services (scheduler, zombie
