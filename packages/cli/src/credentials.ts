@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { chmodSync, closeSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { type CliTokenResponse, type RoleGrantInfo, TesseraError } from '@tessera/core';
@@ -64,13 +65,22 @@ export class CredentialStore {
     }
   }
 
-  /** Writes atomically (temp file + rename), created 0600 so the tokens are never readable by others. */
+  /**
+   * Writes atomically (temp file + rename), created 0600 so the tokens are never readable by others.
+   * The temp file has an unpredictable name and is created exclusively (`wx`): a file or symlink
+   * planted under a guessable name in a shared directory cannot receive the tokens.
+   */
   private write(file: CredentialsFile): void {
     mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
-    const tmp = `${this.path}.${process.pid}.tmp`;
-    writeFileSync(tmp, `${JSON.stringify(file, null, 2)}\n`, { mode: 0o600 });
-    chmodSync(tmp, 0o600);
-    renameSync(tmp, this.path);
+    const tmp = `${this.path}.${randomBytes(8).toString('hex')}.tmp`;
+    try {
+      writeFileSync(tmp, `${JSON.stringify(file, null, 2)}\n`, { mode: 0o600, flag: 'wx' });
+      chmodSync(tmp, 0o600);
+      renameSync(tmp, this.path);
+    } catch (e) {
+      rmSync(tmp, { force: true });
+      throw e;
+    }
   }
 
   /** The stored login for a server, if any. */

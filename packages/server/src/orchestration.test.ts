@@ -503,6 +503,19 @@ describe('deployments and parameters', () => {
     expect(e.message).toContain('entrypoint');
   });
 
+  it('refuses a NUL byte in anything a process is given (env, path, entrypoint, token-file fields), naming the field', async () => {
+    const cases: [Partial<DeploymentSpec>, string][] = [
+      [{ env: { OK: 'fine', BAD: 'a\u0000b' } }, 'env.BAD'],
+      [{ path: '/tmp\u0000/x' }, 'path'],
+      [{ entrypoint: 'flows.ts\u0000:etl' }, 'entrypoint'],
+    ];
+    for (const [overrides, field] of cases) {
+      const e = await expectCode(server.client.putDeployment(spec(overrides)), 'ERR_VALIDATION', 400);
+      expect(e.message, field).toContain(field);
+      expect(e.message, field).toContain('NUL byte');
+    }
+  });
+
   it('keeps the deployment id across redeploys', async () => {
     const a = await server.client.putDeployment(spec());
     const b = await server.client.putDeployment(spec({ description: 'changed' }));

@@ -224,6 +224,15 @@ describe('reporting the end of a run', () => {
     expect(workerProposals(id)[0]?.body.state.message).toContain(`working directory "${missing}" does not exist`);
   });
 
+  test('reports CRASHED when the process cannot even be spawned (a NUL byte in its environment), instead of failing silently', async () => {
+    startWorker();
+    const id = fake.enqueue({ path: dir, env: { BROKEN: 'a\u0000b' } });
+    await waitForEvent('reported', id);
+    expect(eventOf('started', id)).toBeUndefined();
+    expect(fake.state(id)).toBe('CRASHED');
+    expect(workerProposals(id)[0]?.body.state.message).toContain('the flow process could not be started');
+  });
+
   test('a 409 answer to a report is logged and the run is let go', async () => {
     startWorker();
     fake.rejectProposals = true;
@@ -304,6 +313,21 @@ describe('cancellation', () => {
     expect(exited).toMatchObject({ signal: 'SIGTERM' });
     expect((exited?.at ?? Infinity) - cancelledAt).toBeLessThan(2000);
     expect(fake.state(id)).toBe('CANCELLED');
+  });
+
+  test('kills what a flow process started once it has exited: nothing of a run outlives it', async () => {
+    startWorker();
+    const id = fake.enqueue({ path: dir, env: { TEST_BEHAVIOUR: 'orphan' } });
+    await startedFile(id);
+    const child = await waitFor('the child pid', () => {
+      try {
+        return Number(readFileSync(join(dir, `child-${id}`), 'utf8')) || undefined;
+      } catch {
+        return undefined;
+      }
+    });
+    await waitForEvent('exited', id);
+    await waitFor('the child to be killed', () => !processAlive(child) || undefined, 5_000);
   });
 
   test('forget kills the process at once and reports nothing', async () => {

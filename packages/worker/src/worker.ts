@@ -317,22 +317,32 @@ export class Worker {
           if (startable()) notStarted = errorMessage(e);
         }
       }
+      let proc: FlowProcess | undefined;
       if (!notStarted && startable()) {
-        const proc = launchFlowProcess({
-          claimed: slot.claimed,
-          apiUrl: this.options.apiUrl,
-          loaderUrl: this.loaderUrl,
-          runnerPath: this.runnerPath,
-          env: this.options.env,
-          stdout: this.options.output.stdout,
-          stderr: this.options.output.stderr,
-          tokenFiles,
-        });
+        try {
+          proc = launchFlowProcess({
+            claimed: slot.claimed,
+            apiUrl: this.options.apiUrl,
+            loaderUrl: this.loaderUrl,
+            runnerPath: this.runnerPath,
+            env: this.options.env,
+            stdout: this.options.output.stdout,
+            stderr: this.options.output.stderr,
+            tokenFiles,
+          });
+        } catch (e) {
+          // spawn throws at once for what it cannot even try (a NUL byte in the environment or the
+          // path): reported as not started, never left for the server to hand out again and again.
+          notStarted = `the flow process could not be started: ${errorMessage(e)}`;
+        }
+      }
+      if (proc) {
         slot.process = proc;
         slot.startedAt = Date.now();
         if (proc.pid !== undefined) this.emit({ type: 'started', runId: slot.runId, pid: proc.pid });
         exit = await proc.exited;
         clearTimeout(slot.killTimer);
+        proc.killLeftovers();
         const durationMs = Date.now() - slot.startedAt;
         this.emit({ type: 'exited', runId: slot.runId, code: exit.code, signal: exit.signal, durationMs });
         this.log.info(

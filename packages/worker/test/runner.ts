@@ -1,13 +1,14 @@
 /**
  * A stand-in for the SDK's flow-process entry (`@tessera/sdk/run-flow`), written to a temp dir by
  * the tests. Like the real one it exits when the worker's IPC channel closes. What it does is
- * chosen by the claim's env (it also records which token files existed when it started): TEST_BEHAVIOUR = sleep | exit | ignore-term | complete | entrypoint.
+ * chosen by the claim's env (it also records which token files existed when it started): TEST_BEHAVIOUR = sleep | exit | ignore-term | complete | entrypoint | orphan.
  */
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const RUNNER_SOURCE = `
+import { spawn } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 const env = process.env;
@@ -29,6 +30,12 @@ if (behaviour === 'sleep') {
   process.exit(Number(env.TEST_EXIT_CODE ?? 1));
 } else if (behaviour === 'ignore-term') {
   setInterval(() => {}, 1000);
+} else if (behaviour === 'orphan') {
+  // Starts a process of its own (same process group) and exits without waiting for it.
+  const child = spawn(process.execPath, ['-e', 'process.on("SIGTERM", () => {}); setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+  child.unref();
+  writeFileSync('child-' + runId, String(child.pid));
+  setTimeout(() => process.exit(0), 100);
 } else if (behaviour === 'entrypoint') {
   const [file, name] = env.TESSERA_ENTRYPOINT.split(':');
   const mod = await import(pathToFileURL(process.cwd() + '/' + file).href);

@@ -32,8 +32,16 @@ async function executeFlowProcess(): Promise<number> {
   // Before any user code runs: a flow that dumps its environment must not leak the credential.
   delete env[RUN_ENV.credential];
   if (typeof process.send === 'function') {
-    // The worker holds the other end; if it dies, so must we, or the run could execute twice.
-    process.once('disconnect', () => process.exit(1));
+    // The worker holds the other end; if it dies, so must we and whatever the flow started (the
+    // worker made us a process group leader), or the run could execute twice.
+    process.once('disconnect', () => {
+      try {
+        if (process.platform !== 'win32') process.kill(-process.pid, 'SIGKILL');
+      } catch {
+        // Not a group leader (started some other way): only this process goes.
+      }
+      process.exit(1);
+    });
   }
   const runId = env[RUN_ENV.runId];
   const entrypoint = env[RUN_ENV.entrypoint];

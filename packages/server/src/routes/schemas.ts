@@ -2,6 +2,9 @@
 import { STATE_TYPES, SUB_TEMPLATE_KEYS } from '@tessera/core';
 import { z } from 'zod';
 
+/** A string a process can be given (an argument, a path, an environment value): no NUL byte, which spawn refuses. */
+const processString = () => z.string().refine((v) => !v.includes('\u0000'), 'must not contain a NUL byte');
+
 const name = z
   .string()
   .min(1)
@@ -32,8 +35,8 @@ export const deploymentSpec = z
   .object({
     name,
     flowName: z.string().min(1).max(200),
-    entrypoint: z.string().regex(/^.+:[A-Za-z_$][\w$]*$/, 'expected path/to/file.ts:exportName'),
-    path: z.string().min(1),
+    entrypoint: processString().pipe(z.string().regex(/^.+:[A-Za-z_$][\w$]*$/, 'expected path/to/file.ts:exportName')),
+    path: processString().pipe(z.string().min(1)),
     workPool: z.string().min(1),
     workQueue: z.string().min(1).optional(),
     description: z.string().max(5000).optional(),
@@ -69,7 +72,9 @@ export const deploymentSpec = z
           .object({
             aws: z
               .object({
-                roleArn: z.string().regex(/^arn:aws[\w-]*:iam::\d{12}:role\/.+$/, 'expected arn:aws:iam::ACCOUNT:role/NAME'),
+                roleArn: processString().pipe(
+                  z.string().regex(/^arn:aws[\w-]*:iam::\d{12}:role\/.+$/, 'expected arn:aws:iam::ACCOUNT:role/NAME'),
+                ),
                 audience: z.string().optional(),
                 lifetimeMs: z.number().int().optional(),
               })
@@ -86,8 +91,8 @@ export const deploymentSpec = z
               .optional(),
             azure: z
               .object({
-                clientId: z.string().min(1),
-                tenantId: z.string().min(1),
+                clientId: processString().pipe(z.string().min(1)),
+                tenantId: processString().pipe(z.string().min(1)),
                 audience: z.string().optional(),
                 lifetimeMs: z.number().int().optional(),
               })
@@ -102,7 +107,7 @@ export const deploymentSpec = z
     concurrencyLimit: limit,
     retries: z.number().int().min(0).max(100).optional(),
     retryDelaysMs: z.array(z.number().int().min(0)).max(100).optional(),
-    env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string()).optional(),
+    env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), processString()).optional(),
   })
   .strict();
 

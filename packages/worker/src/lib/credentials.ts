@@ -1,5 +1,5 @@
-import { randomUUID } from 'node:crypto';
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import {
   type ErrorCode,
   type JoinWorkerResponse,
@@ -148,7 +148,16 @@ export class WorkerCredentials {
         tokenEndpoint: body.tokenEndpoint,
         privateJwk: await exportJWK(privateKey),
       };
-      await writeFile(file, `${JSON.stringify(stored)}\n`, { mode: 0o600 });
+      // A temp file of an unpredictable name, created exclusively, then renamed: a symlink planted at
+      // a guessable name cannot receive the private key.
+      const tmp = `${file}.${randomBytes(8).toString('hex')}.tmp`;
+      try {
+        await writeFile(tmp, `${JSON.stringify(stored)}\n`, { mode: 0o600, flag: 'wx' });
+        await rename(tmp, file);
+      } catch (e) {
+        await rm(tmp, { force: true });
+        throw e;
+      }
     }
     this.log.info(`worker "${this.worker.name}" joined as ${body.workerId}${body.pool ? ` (pool "${body.pool}")` : ''}`);
     return this.#identity;

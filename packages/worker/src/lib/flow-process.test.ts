@@ -29,6 +29,37 @@ test('the run environment layers process env < worker env < deployment env < run
   });
 });
 
+test("the worker's own TESSERA_* variables (its join token, token file, home, a server's secrets) never reach a run", () => {
+  const env = buildRunEnv(
+    claimed,
+    'http://127.0.0.1:4200',
+    { TESSERA_FLOW_SETTING: 'set on purpose' },
+    {
+      PATH: '/bin',
+      TESSERA_JOIN_TOKEN: 'tsj_secret',
+      TESSERA_FEDERATED_TOKEN_FILE: '/var/run/secrets/tessera/token',
+      TESSERA_HOME: '/home/worker/.tessera',
+      TESSERA_DATABASE_URL: 'postgres://tessera:pw@db/tessera',
+      TESSERA_AUTH_CORP_CLIENT_SECRET: 'shh',
+      TESSERA_LOG_LEVEL: 'debug',
+    },
+  );
+  expect(
+    Object.keys(env)
+      .filter((k) => k.startsWith('TESSERA_'))
+      .sort(),
+  ).toEqual([
+    'TESSERA_API_URL',
+    'TESSERA_ENTRYPOINT',
+    'TESSERA_FLOW_SETTING',
+    'TESSERA_LOG_LEVEL',
+    'TESSERA_RUN_ATTEMPT',
+    'TESSERA_RUN_CREDENTIAL',
+    'TESSERA_RUN_ID',
+  ]);
+  expect(env.PATH).toBe('/bin');
+});
+
 test('output lines are prefixed with the first characters of the run id', () => {
   expect(outputPrefix(claimed.run.id)).toBe('[run 7f3c] ');
 });

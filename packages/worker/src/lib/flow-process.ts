@@ -33,15 +33,22 @@ export interface ProjectedEnv {
   readonly shadowed: readonly string[];
 }
 
+/** The worker's `TESSERA_*` variables a run inherits: settings, never credentials. */
+const INHERITED: ReadonlySet<string> = new Set(['TESSERA_LOG_LEVEL']);
+
 /** How long to wait for stdout/stderr to close after the process exited (a grandchild may hold them open). */
 const STDIO_CLOSE_WAIT_MS = 500;
 
 /**
- * Environment of a flow process: the worker's environment, then the worker's `env` option, then the
- * deployment's `env`, then the token-file variables, then the run variables, which nothing may
- * override (a deployment must not be able to point a run at another server or hand it another
- * run's credential). With token files, static cloud credentials inherited from the worker are
- * dropped: the run must act as itself, not as the machine it happens to run on.
+ * Environment of a flow process: the worker's environment without its `TESSERA_*` variables, then
+ * the worker's `env` option, then the deployment's `env`, then the token-file variables, then the
+ * run variables, which nothing may override (a deployment must not be able to point a run at another
+ * server or hand it another run's credential). The worker's own `TESSERA_*` variables (but
+ * `TESSERA_LOG_LEVEL`) are its
+ * credentials and configuration (`TESSERA_JOIN_TOKEN`, `TESSERA_FEDERATED_TOKEN_FILE`,
+ * `TESSERA_HOME`, a server's `TESSERA_DATABASE_URL` or client secrets when both share a shell):
+ * none is the run's. With token files, static cloud credentials inherited from the worker are
+ * dropped too: the run must act as itself, not as the machine it happens to run on.
  */
 export function buildRunEnv(
   claimed: ClaimedRun,
@@ -51,7 +58,7 @@ export function buildRunEnv(
   tokenFiles?: ProjectedEnv,
 ): Record<string, string> {
   const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(base)) if (v !== undefined) env[k] = v;
+  for (const [k, v] of Object.entries(base)) if (v !== undefined && (!k.startsWith('TESSERA_') || INHERITED.has(k))) env[k] = v;
   Object.assign(env, workerEnv);
   for (const name of tokenFiles?.shadowed ?? []) delete env[name];
   Object.assign(env, claimed.env, tokenFiles?.env);
@@ -146,6 +153,21 @@ export class FlowProcess {
       }
     }
     if (this.alive()) this.child.kill(signal);
+  }
+
+  /**
+   * Kills what is left of the process group once the flow process itself has exited: processes the
+   * flow started must not outlive its run (they could go on acting for it while the run is retried
+   * elsewhere, or after it was cancelled). POSIX only; nothing left is fine.
+   */
+  killLeftovers(): void {
+    const pid = this.child.pid;
+    if (pid === undefined || process.platform === 'win32') return;
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      // ESRCH: nothing left in the group.
+    }
   }
 
   /** The last lines the process wrote to stderr, secrets redacted. */

@@ -22,6 +22,19 @@ describe('LineSplitter', () => {
   });
 });
 
+test('never cuts a token in two when it cuts a long line: each piece can be masked whole', async () => {
+  const { redactSecrets } = await import('@tessera/core');
+  const jwt = `eyJhbGciOiJSUzI1NiJ9.${'eyJzdWIiOiJ4In0'.repeat(40)}.${'s'.repeat(342)}`;
+  const lines: string[] = [];
+  const splitter = new LineSplitter((l) => lines.push(redactSecrets(l)));
+  // The token straddles the 64 KiB mark, with more text after it on the same line.
+  splitter.push(`${'log '.repeat((64 * 1024 - 300) / 4)}${jwt} and more text`);
+  splitter.push('\n');
+  expect(lines.length).toBeGreaterThan(1);
+  expect(lines.join('')).not.toContain(jwt.slice(40, 80));
+  expect(lines.join('')).not.toContain('s'.repeat(100));
+});
+
 describe('LineTail', () => {
   test('keeps only the last N lines, each cut to its maximum length', () => {
     const tail = new LineTail(3, 5);

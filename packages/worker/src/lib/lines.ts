@@ -1,6 +1,19 @@
 /** Longest line kept whole; a longer run of bytes without a newline is emitted in pieces. */
 const MAX_LINE = 64 * 1024;
 
+/** Characters of a token (JWT, base64url, `tsr_…`): a piece is never cut between two of them if it can be helped. */
+const TOKEN_CHAR = /[A-Za-z0-9._~+/=-]/;
+
+/**
+ * Where to cut an over-long line: after the last character that cannot be part of a token in the
+ * second half of the window, so each piece is masked with every token in it whole (a token cut in two
+ * would match no secret pattern and go out in clear). A window with no such character is cut at its end.
+ */
+function cutPoint(buffer: string): number {
+  for (let i = MAX_LINE - 1; i >= MAX_LINE / 2; i--) if (!TOKEN_CHAR.test(buffer[i] as string)) return i + 1;
+  return MAX_LINE;
+}
+
 /** Splits a stream of text chunks into lines (without their `\n` or `\r\n`). */
 export class LineSplitter {
   private buffer = '';
@@ -15,8 +28,9 @@ export class LineSplitter {
       nl = this.buffer.indexOf('\n');
     }
     while (this.buffer.length > MAX_LINE) {
-      this.emit(this.buffer.slice(0, MAX_LINE));
-      this.buffer = this.buffer.slice(MAX_LINE);
+      const cut = cutPoint(this.buffer);
+      this.emit(this.buffer.slice(0, cut));
+      this.buffer = this.buffer.slice(cut);
     }
   }
 
