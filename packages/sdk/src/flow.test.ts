@@ -190,6 +190,19 @@ describe('logging', () => {
     expect(text).toMatch(/WARN +\[leaky-1\] credential/);
   });
 
+  it('masks a credential that straddles the cut of a very long message, and cuts the message', async () => {
+    const out = captureOutput();
+    const credential = `tsr_${'k'.repeat(40)}`;
+    await flow({ name: 'long-log' }, async () => {
+      log.info(`${'x '.repeat(15_995)}${credential} and more`);
+    })();
+    const text = out.text();
+    expect(text).toContain('more characters cut');
+    expect(text).not.toContain('tsr_kkk');
+    // The mask itself may be cut; the credential's characters are gone either way.
+    expect(text).toMatch(/x \[redacted/);
+  });
+
   it('prints outside a run, without a prefix, warn and error to stderr', () => {
     const stdout: string[] = [];
     const stderr: string[] = [];
