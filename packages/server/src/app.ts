@@ -229,6 +229,9 @@ async function renderMetrics(s: Services): Promise<string> {
     '# HELP tessera_identity_tokens_issued_total Run identity tokens issued.',
     '# TYPE tessera_identity_tokens_issued_total counter',
     `tessera_identity_tokens_issued_total ${Number(tokens.n)}`,
+    '# HELP tessera_audit_suppressed_total Failures of unidentified callers counted, not recorded, by this replica (over the per-address budget).',
+    '# TYPE tessera_audit_suppressed_total counter',
+    `tessera_audit_suppressed_total ${s.audit.suppressed}`,
   ];
   return `${lines.join('\n')}\n`;
 }

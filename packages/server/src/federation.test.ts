@@ -35,6 +35,23 @@ describe('federation: RFC 8693 token exchange under trust policies', () => {
   let admin: ApiClient;
   const secrets: string[] = [];
 
+  /** Claims `runId` and asks for a run token with the API's own audience, as a flow would. */
+  const apiAudienceToken = async (runId: string) => {
+    const claimed = await server.services.claims.poll('default', {
+      workerId: randomUUID(),
+      workerName: 'w',
+      capacity: 5,
+      running: [],
+      waitMs: 0,
+    });
+    const credential = claimed.runs.find((r) => r.run.id === runId)?.credential as string;
+    secrets.push(credential);
+    const issued = await createApiClient({ baseUrl: server.url, token: credential }).issueIdentityToken({
+      audience: `${server.issuer}/api`,
+    });
+    secrets.push(issued.token);
+    return issued;
+  };
   const exchange = async (subjectToken: string) => {
     secrets.push(subjectToken);
     const r = await tokenRequest(server.url, {
@@ -234,18 +251,7 @@ describe('federation: RFC 8693 token exchange under trust policies', () => {
       'ERR_FORBIDDEN',
     );
     // Issue a run token with the API's own audience, through a run credential (as a flow would).
-    const claimed = await server.services.claims.poll('default', {
-      workerId: randomUUID(),
-      workerName: 'w',
-      capacity: 5,
-      running: [],
-      waitMs: 0,
-    });
-    const credential = claimed.runs.find((r) => r.run.id === run.id)?.credential as string;
-    secrets.push(credential);
-    const runClient = createApiClient({ baseUrl: server.url, token: credential });
-    const issued = await runClient.issueIdentityToken({ audience: `${server.issuer}/api` });
-    secrets.push(issued.token);
+    const issued = await apiAudienceToken(run.id);
     const asAccess = createApiClient({ baseUrl: server.url, token: issued.token });
     const err = await asAccess.listFlowRuns().catch((e: TesseraError) => e);
     expect((err as TesseraError).code).toBe('ERR_TYP_MISMATCH');
@@ -270,19 +276,7 @@ describe('federation: RFC 8693 token exchange under trust policies', () => {
     });
     try {
       // The deployment of the test before, which allows the API's own audience.
-      const run = await admin.runDeployment('api-aud');
-      const claimed = await server.services.claims.poll('default', {
-        workerId: randomUUID(),
-        workerName: 'w',
-        capacity: 5,
-        running: [],
-        waitMs: 0,
-      });
-      const credential = claimed.runs.find((r) => r.run.id === run.id)?.credential as string;
-      secrets.push(credential);
-      const runClient = createApiClient({ baseUrl: server.url, token: credential });
-      const issued = await runClient.issueIdentityToken({ audience: `${server.issuer}/api` });
-      secrets.push(issued.token);
+      const issued = await apiAudienceToken((await admin.runDeployment('api-aud')).id);
       const r = await exchange(issued.token);
       expect(r.body).toMatchObject({ error: 'invalid_grant', code: 'ERR_ISSUER_MISMATCH' });
       expect(r.body.error_description).toContain('issued by this server');

@@ -55,6 +55,13 @@ async function claimRuns(
   );
 }
 
+/** Stops `first` and starts a server on its database (PostgreSQL) or home (SQLite) with `options`: a restart. */
+async function restarted(first: TestServer, options: Parameters<typeof startTestServer>[0]): Promise<TestServer> {
+  const { databaseUrl } = first as TestServer & { databaseUrl?: string };
+  await first.stop();
+  return startTestServer({ ...options, ...(databaseUrl ? { databaseUrl } : {}) });
+}
+
 async function jwksKids(url: string): Promise<string[]> {
   const res = await fetch(`${url}/.well-known/jwks.json`);
   return ((await res.json()) as { keys: { kid: string }[] }).keys.map((k) => k.kid);
@@ -499,15 +506,11 @@ describe('key file', () => {
   it('a preview while the key is pending signs nothing: a rotation then takes that key out of the JWKS at once', async () => {
     const home = join(dir, 'preview-home');
     const clock = createFakeClock('2026-11-29T09:00:00Z');
-    const first = await startTestServer({ home, clock, backgroundServices: false });
-    const { databaseUrl } = first as TestServer & { databaseUrl?: string };
-    await first.stop();
-    const second = await startTestServer({
+    const second = await restarted(await startTestServer({ home, clock, backgroundServices: false }), {
       home,
       clock,
       backgroundServices: false,
       keys: { startPublish: '5m' },
-      ...(databaseUrl ? { databaseUrl } : {}),
     });
     try {
       const pending = (await second.client.listSigningKeys()).items.find((k) => k.alg === 'RS256' && k.held) as SigningKeyInfo;
@@ -524,10 +527,7 @@ describe('key file', () => {
 
   it('in local mode (loopback only), a restart signs with its fresh key at once', async () => {
     const home = join(dir, 'sign-at-once-home');
-    const first = await startTestServer({ home, backgroundServices: false });
-    const { databaseUrl } = first as TestServer & { databaseUrl?: string };
-    await first.stop();
-    const second = await startTestServer({ home, backgroundServices: false, ...(databaseUrl ? { databaseUrl } : {}) });
+    const second = await restarted(await startTestServer({ home, backgroundServices: false }), { home, backgroundServices: false });
     expect(second.services.keys.rotationSettings.startPublishMs).toBe(0);
     try {
       const [rs] = await claimRuns(second);

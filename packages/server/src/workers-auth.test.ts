@@ -254,6 +254,25 @@ describe('workers join without a long-lived secret', () => {
     for (const s of secrets) expect(text).not.toContain(s);
   });
 
+  it('records at most 30 failures a minute from one unidentified address, then one note, then only a count', async () => {
+    const audited = async () =>
+      (
+        await admin.request<{ items: { action: string; detail: Record<string, unknown> | null }[] }>('GET', '/api/audit', {
+          query: { limit: 1000 },
+        })
+      ).items;
+    const before = (await audited()).length;
+    const bogus = createApiClient({ baseUrl: server.url, token: 'not-a-credential' });
+    for (let i = 0; i < 45; i++) await failure(bogus.listFlowRuns());
+    const added = (await audited()).slice(before);
+    const failed = added.filter((e) => e.action === 'auth.failed');
+    // This address may have failed before in this minute (other tests): never more than 31 in all.
+    expect(failed.length).toBeLessThanOrEqual(31);
+    expect(failed.filter((e) => e.detail?.suppressed === true)).toHaveLength(1);
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    expect(Number(/tessera_audit_suppressed_total (\d+)/.exec(metrics)?.[1])).toBeGreaterThanOrEqual(14);
+  });
+
   it('never logs a token or secret', () => {
     const logs = server.logs.join('');
     expect(logs).not.toMatch(JWT_RE);

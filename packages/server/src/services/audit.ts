@@ -55,12 +55,25 @@ export interface ListAuditOptions {
 const MAX_FIELD = 500;
 
 /**
+ * Failures and denials of callers nobody could identify, recorded one by one per address and
+ * minute; past that, one record says so and the rest are only counted (`suppressed`), so that
+ * anyone able to send requests cannot grow the audit table without bound or bury real events.
+ */
+export const ANONYMOUS_FAILURES_PER_MINUTE = 30;
+const WINDOW_MS = 60_000;
+
+/**
  * The audit log: security events with time, principal, action, target and result. Writes never
  * fail the request that caused them (a failed write is logged); every string is passed through
  * the secret redactor and capped in length, as a second line of defence behind callers that only
  * put ids and reasons in.
  */
 export class AuditService {
+  /** Per caller address: the current minute's start and how many anonymous failures it recorded. */
+  private readonly anonymous = new Map<string, { since: number; count: number }>();
+  /** Anonymous failures not recorded one by one (see {@link ANONYMOUS_FAILURES_PER_MINUTE}). */
+  suppressed = 0;
+
   constructor(
     private readonly ctx: ServiceContext,
     private log?: FastifyBaseLogger,
@@ -71,8 +84,11 @@ export class AuditService {
     this.log = log;
   }
 
-  /** Records an event. Never throws. */
+  /** Records an event (anonymous failures within their per-address budget). Never throws. */
   async record(event: AuditRecord): Promise<void> {
+    if (typeof event.principal !== 'object' || event.principal === null) {
+      if (event.result !== 'success' && !this.withinBudget(event)) return;
+    }
     const { principal, kind } = who(event.principal);
     const detail = event.detail
       ? Object.fromEntries(
@@ -97,6 +113,34 @@ export class AuditService {
     } catch (e) {
       this.log?.error({ err: e, action: event.action }, 'audit: could not record a security event');
     }
+  }
+
+  /**
+   * Whether an anonymous failure is recorded: yes for the first {@link ANONYMOUS_FAILURES_PER_MINUTE}
+   * from an address each minute; the next one is turned into a record saying that the rest of the
+   * minute's are only counted; those are not recorded.
+   */
+  private withinBudget(event: AuditRecord): boolean {
+    const ip = typeof event.detail?.ip === 'string' ? event.detail.ip : 'unknown';
+    const now = this.ctx.clock.now();
+    let w = this.anonymous.get(ip);
+    if (!w || now - w.since >= WINDOW_MS) {
+      if (this.anonymous.size >= 10_000) this.anonymous.clear();
+      w = { since: now, count: 0 };
+      this.anonymous.set(ip, w);
+    }
+    w.count++;
+    if (w.count <= ANONYMOUS_FAILURES_PER_MINUTE) return true;
+    this.suppressed++;
+    if (w.count === ANONYMOUS_FAILURES_PER_MINUTE + 1) {
+      event.detail = {
+        ...event.detail,
+        suppressed: true,
+        note: `more than ${ANONYMOUS_FAILURES_PER_MINUTE} failures from ${ip} within a minute: the rest until ${iso(w.since + WINDOW_MS)} are counted (tessera_audit_suppressed_total), not recorded`,
+      };
+      return true;
+    }
+    return false;
   }
 
   /** Events, oldest first (page with `afterId`). */
