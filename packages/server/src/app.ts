@@ -84,7 +84,11 @@ export async function buildApp(options: BuildAppOptions): Promise<FastifyInstanc
   await app.register(swaggerUi, { routePrefix: '/docs' });
 
   s.audit.setLogger(app.log);
-  app.addHook('onRequest', async (request) => {
+  app.addHook('onRequest', async (request, reply) => {
+    // API answers carry tokens, run credentials and private data: no cache may keep them (RFC 6749
+    // §5.1 for the token endpoints, RFC 9111 for shared caches and proxies). Set before the handler
+    // runs, so errors carry it too; a route whose answer may be cached sets its own.
+    if (NO_STORE_PREFIXES.some((p) => request.url.startsWith(p))) reply.header('cache-control', 'no-store');
     // A refused credential is remembered, not thrown: public routes (discovery, the token endpoint)
     // still answer a caller with a stale token, and every other route raises it (route.ts).
     try {
@@ -112,14 +116,6 @@ export async function buildApp(options: BuildAppOptions): Promise<FastifyInstanc
         );
       }
     }
-  });
-
-  // API answers carry tokens, run credentials and private data: no cache may keep them (RFC 6749
-  // §5.1 for the token endpoints, RFC 9111 for shared caches and proxies). Set before the handler
-  // runs, so errors carry it too; a route whose answer may be cached sets its own.
-  app.addHook('onRequest', (request, reply, done) => {
-    if (NO_STORE_PREFIXES.some((p) => request.url.startsWith(p))) reply.header('cache-control', 'no-store');
-    done();
   });
 
   app.setErrorHandler((error, request, reply) => {

@@ -569,6 +569,29 @@ describe('scheduler', () => {
     }
   });
 
+  it('a paused schedule takes its runs created ahead of time with it; resumed, it creates them again', async () => {
+    const clock = createFakeClock('2026-11-28T12:00:30Z');
+    const server = await startTestServer({ clock, backgroundServices: false, settings: { scheduleHorizonMs: 5 * 60_000 } });
+    try {
+      await server.client.createWorkPool({ name: 'default' });
+      await server.client.putDeployment(spec({ schedules: [{ cron: '* * * * *' }] }));
+      await server.tick();
+      const scheduled = async () => (await server.client.listFlowRuns({ state: 'SCHEDULED', limit: 100 })).items.length;
+      expect(await scheduled()).toBe(5);
+      await server.client.putDeployment(spec({ schedules: [{ cron: '* * * * *', active: false }] }));
+      expect(await scheduled()).toBe(0);
+      clock.advance(60_000);
+      expect(
+        (await server.client.poll('default', { workerId: randomUUID(), workerName: 'w', capacity: 5, running: [], waitMs: 0 })).runs,
+      ).toEqual([]);
+      await server.client.putDeployment(spec({ schedules: [{ cron: '* * * * *' }] }));
+      await server.tick();
+      expect(await scheduled()).toBe(5);
+    } finally {
+      await server.close();
+    }
+  });
+
   it('creates upcoming runs once per slot, across ticks and restarts, and marks late runs', async () => {
     const clock = createFakeClock('2026-11-28T12:00:30Z');
     let server = await startTestServer({

@@ -263,6 +263,17 @@ export class CatalogService {
             .set({ active: s.active ? 1 : 0 })
             .where('id', '=', found.id)
             .execute();
+          // A paused schedule's runs created ahead of time would still be claimed: they go, as a
+          // removed schedule's do; resuming it creates them again (one per slot, as ever).
+          if (!s.active && found.active) {
+            await trx
+              .deleteFrom('flow_runs')
+              .where('deployment_id', '=', id)
+              .where('state_type', '=', 'SCHEDULED')
+              .where('attempt', '=', 0)
+              .where('idempotency_key', 'like', `schedule:${found.id}:%`)
+              .execute();
+          }
         } else {
           await trx
             .insertInto('schedules')
