@@ -244,6 +244,18 @@ describe.skipIf(testStore() !== 'postgres')(`two replicas and ${WORKERS} workers
     await waitFor(() => leader(), { timeoutMs: 15_000, what: 'a leader after the outage' });
 
     // ── phase 4: schedules stop; manual runs top the total up to RUNS; everything finishes ────────
+    // First, each schedule has a slot due after the outage (pausing removes the slots not yet due).
+    await waitFor(
+      async () => {
+        const rows = await q<{ name: string }>(
+          `select distinct d.name from flow_runs r join deployments d on d.id = r.deployment_id
+             where r.trigger_kind = 'schedule' and r.expected_start_time > $1 and r.expected_start_time < $2`,
+          [new Date(restoredAt).toISOString(), new Date().toISOString()],
+        );
+        return rows.length === SCHEDULED.length;
+      },
+      { timeoutMs: 30_000, intervalMs: 500, what: 'a slot of each schedule due after the outage' },
+    );
     for (const { name, every } of SCHEDULED) await deploy(name, 'ok', { schedules: [{ interval: every, active: false }] });
     // A scheduler pass that read the schedules before the pause may still be creating slots: wait
     // until no new slot has appeared for a few seconds.

@@ -2,7 +2,10 @@ import { JOIN_TOKEN_PREFIX } from './auth-api.js';
 import { RUN_CREDENTIAL_PREFIX } from './claims.js';
 import { DEVICE_HANDLE_PREFIX, LOGIN_CODE_PREFIX, LOGIN_COOKIE_PREFIX, REFRESH_TOKEN_PREFIX, SESSION_COOKIE_PREFIX } from './login-api.js';
 
-const JWT_RE = /eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}/g;
+// Each match may only start where a token can (not inside a run of token characters): otherwise a
+// long run of `eyJ…` or `tsr_tsr_…` is scanned again from every position, quadratic time that a log line
+// or a URL could use to stall the server.
+const JWT_RE = /(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}/g;
 const CRED_PREFIXES = [
   RUN_CREDENTIAL_PREFIX,
   JOIN_TOKEN_PREFIX,
@@ -12,7 +15,7 @@ const CRED_PREFIXES = [
   LOGIN_CODE_PREFIX,
   DEVICE_HANDLE_PREFIX,
 ];
-const CRED_RE = new RegExp(`(?:${CRED_PREFIXES.join('|')})[A-Za-z0-9_-]{16,}`, 'g');
+const CRED_RE = new RegExp(`(?<![A-Za-z0-9])(?:${CRED_PREFIXES.join('|')})[A-Za-z0-9_-]{16,}`, 'g');
 
 /**
  * Masks anything that looks like a JWT, a run credential or a worker join token, keeping the last 4 characters so a

@@ -1,3 +1,4 @@
+import { Transform } from 'node:stream';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import { RUN_TOKEN_CLAIM_NAMES, redactSecrets, TesseraError } from '@tessera/core';
@@ -116,6 +117,28 @@ export async function buildApp(options: BuildAppOptions): Promise<FastifyInstanc
         );
       }
     }
+  });
+
+  // The same limit on the bytes actually read: a chunked body says no length up front.
+  app.addHook('preParsing', async (request, _reply, payload) => {
+    if (request.principal) return payload;
+    let read = 0;
+    return payload.pipe(
+      new Transform({
+        transform(chunk: Buffer, _encoding, done) {
+          read += chunk.length;
+          if (read > ANONYMOUS_BODY_LIMIT) {
+            done(
+              new TesseraError('ERR_VALIDATION', `a request without a credential may send at most ${ANONYMOUS_BODY_LIMIT / 1024} KiB`, {
+                status: 413,
+              }),
+            );
+            return;
+          }
+          done(null, chunk);
+        },
+      }),
+    );
   });
 
   app.setErrorHandler((error, request, reply) => {

@@ -534,6 +534,17 @@ describe('introspection (RFC 7662)', () => {
       expect(res.status).toBe(413);
       expect(await res.json()).toMatchObject({ code: 'ERR_VALIDATION', message: expect.stringMatching(/at most 64 KiB/) });
       expect((await fetch(`${s.url}/oauth/token`, { method: 'POST', headers: form, body: big })).status).toBe(413);
+      // Sent in chunks, with no length up front: the bytes read are counted.
+      const chunked = await new Promise<number>((resolve, reject) => {
+        const req = httpRequest(new URL('/api/identity/introspect', s.url), { method: 'POST', headers: form }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        });
+        req.on('error', reject);
+        for (let i = 0; i < 70; i++) req.write(i === 0 ? `token=${'a'.repeat(1018)}` : 'a'.repeat(1024));
+        req.end();
+      });
+      expect(chunked).toBe(413);
       // A small one is answered as usual.
       expect((await fetch(`${s.url}/api/identity/introspect`, { method: 'POST', headers: form, body: 'token=abc' })).status).toBe(200);
     } finally {

@@ -329,6 +329,32 @@ describe('emergency rotation', () => {
     }
   });
 
+  it('--revoke-current also takes out keys retired but still published for their tokens: a leaked key file holds them too', async () => {
+    const clock = createFakeClock('2026-11-29T12:00:00Z');
+    const server = await startTestServer({ clock, backgroundServices: false, keys: { prePublish: '10m' } });
+    try {
+      const [rs] = await claimRuns(server);
+      const as = (rs as { as: ApiClient }).as;
+      const old = await as.issueIdentityToken({ audience: AUDIENCE, lifetime: '30m' });
+      await server.client.rotateSigningKeys({ algorithms: ['RS256'] });
+      clock.advance(10 * 60_000 + 1_000);
+      // Key maintenance only: the run's worker is not heartbeating in this test.
+      await server.services.keys.tick();
+      const current = await as.issueIdentityToken({ audience: AUDIENCE });
+      expect(current.kid).not.toBe(old.kid);
+      // Retired, and published while the old token lives.
+      expect(await keyByKid(server, old.kid)).toMatchObject({ state: 'retired', published: true });
+      const res = await server.client.rotateSigningKeys({ algorithms: ['RS256'], revokeCurrent: true });
+      expect(res.revoked.map((k) => k.kid).sort()).toEqual([old.kid, current.kid].sort());
+      const kids = await jwksKids(server.url);
+      expect(kids).not.toContain(old.kid);
+      expect(kids).not.toContain(current.kid);
+      expect(kids).toContain(res.created[0]?.kid);
+    } finally {
+      await server.close();
+    }
+  });
+
   it('refuses an algorithm the server does not sign with', async () => {
     const server = await startTestServer({ backgroundServices: false });
     try {

@@ -345,6 +345,31 @@ describe('orchestration rules (real server, SQLite)', () => {
     expect((await server.services.runs.proposeState(run.id, { state: { type: 'CRASHED' } }, actor, current)).status).toBe('ACCEPT');
   });
 
+  it('bounds what a run credential sends and what a list returns, naming the field', async () => {
+    await server.client.putDeployment(spec());
+    const run = await server.client.runDeployment('etl');
+    const c = await claimOne(server.client);
+    const line = { flowRunId: run.id, level: 'info' as const, message: 'hello', timestamp: new Date(clock.now()).toISOString() };
+    for (const [bad, field] of [
+      [{ ...line, timestamp: `2026-11-29T12:00:00Z${'0'.repeat(100)}` }, 'timestamp'],
+      [{ ...line, timestamp: 'tsr_abcdefghijklmnopqrstuvwxyz' }, 'timestamp'],
+      [{ ...line, taskRunId: 'tsr_abcdefghijklmnopqrstuvwxyz' }, 'taskRunId'],
+    ] as const) {
+      const e = await expectCode(c.as.sendLogs([bad]), 'ERR_VALIDATION', 400);
+      expect(e.message).toContain(field);
+    }
+    await c.as.sendLogs([line, { ...line, message: 'x'.repeat(40_000) }]);
+    const logs = (
+      await server.client.request<{ items: { message: string }[] }>('GET', `/api/flow-runs/${run.id}/logs`, { query: { limit: -1 } })
+    ).items;
+    // A negative limit is not "no limit": at least one line, never more than the cap.
+    expect(logs).toHaveLength(1);
+    const all = (await server.client.request<{ items: { message: string }[] }>('GET', `/api/flow-runs/${run.id}/logs`)).items;
+    expect(all[1]?.message.length).toBe(16_000);
+    for (let i = 0; i < 3; i++) await server.client.runDeployment('etl');
+    expect((await server.client.listFlowRuns({ limit: -1 })).items).toHaveLength(1);
+  });
+
   it('gives back a claim its worker never acknowledges', async () => {
     await server.client.putDeployment(spec());
     const run = await server.client.runDeployment('etl');
@@ -496,6 +521,14 @@ describe('deployments and parameters', () => {
     expect(e.message).toContain('extra');
     const ok = await server.client.runDeployment('etl', { parameters: { date: '2026-11-28', limit: 5 } });
     expect(ok.parameters).toEqual({ date: '2026-11-28', limit: 5 });
+  });
+
+  it('accepts a parameter schema with an $id, deploy after deploy and run after run', async () => {
+    const parameterSchema = { $id: 'https://example.com/etl-params', type: 'object', properties: { date: { type: 'string' } } };
+    await server.client.putDeployment(spec({ parameterSchema }));
+    await server.client.putDeployment(spec({ parameterSchema }));
+    for (let i = 0; i < 3; i++) await server.client.runDeployment('etl', { parameters: { date: '2026-11-29' } });
+    await expectCode(server.client.runDeployment('etl', { parameters: { date: 7 } }), 'ERR_INVALID_PARAMETERS', 422);
   });
 
   it('names the field of a malformed request body', async () => {

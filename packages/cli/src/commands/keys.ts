@@ -149,7 +149,10 @@ Upload DIR so that <issuer>/.well-known/openid-configuration is served. The JWKS
 keys (published before they sign) and retired keys whose tokens may still be valid. Publish again
 after every rotation, before the new key starts signing (docs/keys.md).
 GCP without a public issuer: gcloud iam workload-identity-pools providers create-oidc … --jwk-json-path DIR/.well-known/jwks.json
-${examples(['tessera keys publish --out site --issuer https://tessera-oidc.s3.amazonaws.com'], ['tessera keys publish --out site && aws s3 sync site s3://tessera-oidc'])}`,
+${examples(
+  ['tessera keys publish --out site --issuer https://tessera-oidc.s3.amazonaws.com'],
+  ['tessera keys publish --out site && aws s3 sync site s3://tessera-oidc --content-type application/json --cache-control max-age=300'],
+)}`,
     )
     .action(async (opts: { out: string; issuer?: string; cacheMaxAge: string; json?: boolean }) => {
       const c = ctx();

@@ -3,6 +3,9 @@ import { STATE_TYPES, SUB_TEMPLATE_KEYS } from '@tessera/core';
 import { z } from 'zod';
 
 /** A string a process can be given (an argument, a path, an environment value): no NUL byte, which spawn refuses. */
+/** Tags: at most 50, each at most 100 characters. */
+const tags = z.array(z.string().max(100)).max(50);
+
 const processString = () => z.string().refine((v) => !v.includes('\u0000'), 'must not contain a NUL byte');
 
 const name = z
@@ -42,7 +45,7 @@ export const deploymentSpec = z
     description: z.string().max(5000).optional(),
     parameters: json.optional(),
     parameterSchema: json.nullable().optional(),
-    tags: z.array(z.string().max(100)).max(50).optional(),
+    tags: tags.optional(),
     schedules: z.array(schedule).max(20).optional(),
     environment: z
       .string()
@@ -114,9 +117,9 @@ export const deploymentSpec = z
 export const createRun = z
   .object({
     parameters: json.optional(),
-    scheduledFor: z.string().optional(),
+    scheduledFor: z.string().max(40).optional(),
     idempotencyKey: z.string().min(1).max(200).optional(),
-    tags: z.array(z.string()).optional(),
+    tags: tags.optional(),
   })
   .strict();
 
@@ -124,13 +127,25 @@ export const createAdhocRun = z
   .object({
     flowName: z.string().min(1).max(200),
     parameters: json.optional(),
-    tags: z.array(z.string()).optional(),
+    tags: tags.optional(),
     maxRetries: z.number().int().min(0).max(100).optional(),
-    retryDelaysMs: z.array(z.number().int().min(0)).optional(),
+    retryDelaysMs: z.array(z.number().int().min(0)).max(100).optional(),
   })
   .strict();
 
-const runError = z.object({ name: z.string(), message: z.string(), stack: z.string().optional(), code: z.string().optional() });
+/** A failure as a client reports it: bounded, as everything a run credential may send. */
+const runError = z.object({
+  name: z.string().max(200),
+  message: z.string().max(10_000),
+  stack: z.string().max(50_000).optional(),
+  code: z.string().max(100).optional(),
+});
+
+/** An ISO-8601 time as a client sends it (a flow process's clock). */
+const clientTime = z
+  .string()
+  .max(40)
+  .regex(/^\d{4}-\d{2}-\d{2}T[\d:.]+(Z|[+-]\d{2}:\d{2})$/, 'expected an ISO-8601 time such as 2026-11-29T12:00:00.000Z');
 
 export const proposeState = z
   .object({
@@ -139,7 +154,7 @@ export const proposeState = z
       .strict(),
     result: z.unknown().optional(),
     error: runError.optional(),
-    scheduledFor: z.string().optional(),
+    scheduledFor: z.string().max(40).optional(),
   })
   .strict();
 
@@ -149,13 +164,13 @@ export const taskRunEvents = z
       .array(
         z.object({
           taskRunId: z.uuid(),
-          flowRunId: z.string(),
+          flowRunId: z.string().max(36),
           taskKey: z.string().max(200),
           name: z.string().max(200),
           state: z.object({ type: z.enum(STATE_TYPES), name: z.string().max(64).optional(), message: z.string().max(10_000).optional() }),
           attempt: z.number().int().min(0),
           maxRetries: z.number().int().min(0),
-          timestamp: z.string(),
+          timestamp: clientTime,
           error: runError.optional(),
         }),
       )
@@ -168,11 +183,11 @@ export const logs = z
     entries: z
       .array(
         z.object({
-          flowRunId: z.string(),
-          taskRunId: z.string().nullable().optional(),
+          flowRunId: z.string().max(36),
+          taskRunId: z.uuid().nullable().optional(),
           level: z.enum(['debug', 'info', 'warn', 'error']),
-          message: z.string(),
-          timestamp: z.string(),
+          message: z.string().max(1_000_000),
+          timestamp: clientTime,
         }),
       )
       .max(5000),
@@ -184,7 +199,7 @@ export const workerPoll = z
     workerId: z.uuid(),
     workerName: z.string().min(1).max(200),
     capacity: z.number().int().min(0).max(1000),
-    running: z.array(z.string()).max(1000),
+    running: z.array(z.string().max(36)).max(1000),
     waitMs: z.number().int().min(0).optional(),
   })
   .strict();

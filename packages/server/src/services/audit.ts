@@ -60,6 +60,8 @@ const MAX_FIELD = 500;
  * anyone able to send requests cannot grow the audit table without bound or bury real events.
  */
 export const ANONYMOUS_FAILURES_PER_MINUTE = 30;
+/** The same budget for all addresses together. */
+export const ANONYMOUS_FAILURES_PER_MINUTE_ALL = 600;
 const WINDOW_MS = 60_000;
 
 /**
@@ -71,6 +73,8 @@ const WINDOW_MS = 60_000;
 export class AuditService {
   /** Per caller address: the current minute's start and how many anonymous failures it recorded. */
   private readonly anonymous = new Map<string, { since: number; count: number }>();
+  /** The same, for all addresses together. */
+  private all = { since: 0, count: 0 };
   /** Anonymous failures not recorded one by one (see {@link ANONYMOUS_FAILURES_PER_MINUTE}). */
   suppressed = 0;
 
@@ -123,9 +127,24 @@ export class AuditService {
   private withinBudget(event: AuditRecord): boolean {
     const ip = typeof event.detail?.ip === 'string' ? event.detail.ip : 'unknown';
     const now = this.ctx.clock.now();
+    // All addresses together too: addresses are cheap to vary (IPv6, or X-Forwarded-For with
+    // trust_proxy: true).
+    if (now - this.all.since >= WINDOW_MS) this.all = { since: now, count: 0 };
+    this.all.count++;
+    if (this.all.count > ANONYMOUS_FAILURES_PER_MINUTE_ALL) {
+      this.suppressed++;
+      if (this.all.count > ANONYMOUS_FAILURES_PER_MINUTE_ALL + 1) return false;
+      event.detail = {
+        ...event.detail,
+        suppressed: true,
+        note: `more than ${ANONYMOUS_FAILURES_PER_MINUTE_ALL} failures of unidentified callers within a minute: the rest until ${iso(this.all.since + WINDOW_MS)} are counted (tessera_audit_suppressed_total), not recorded`,
+      };
+      return true;
+    }
     let w = this.anonymous.get(ip);
     if (!w || now - w.since >= WINDOW_MS) {
-      if (this.anonymous.size >= 10_000) this.anonymous.clear();
+      // Windows that ended are forgotten; past the global budget no new address is tracked anyway.
+      if (this.anonymous.size >= 10_000) for (const [k, v] of this.anonymous) if (now - v.since >= WINDOW_MS) this.anonymous.delete(k);
       w = { since: now, count: 0 };
       this.anonymous.set(ip, w);
     }

@@ -17,7 +17,7 @@ import {
   type WorkPool,
   type WorkQueue,
 } from '@tessera/core';
-import { Ajv2020, type ErrorObject } from 'ajv/dist/2020.js';
+import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
 import addFormatsModule from 'ajv-formats';
 import { Cron } from 'croner';
 import type { Kysely, Transaction } from 'kysely';
@@ -35,6 +35,7 @@ type Db = Kysely<Database> | Transaction<Database>;
 /** Work pools, queues, flows and deployments. */
 export class CatalogService {
   private readonly ajv = createAjv();
+  private readonly validators = new Map<string, ValidateFunction>();
 
   constructor(
     private readonly ctx: ServiceContext,
@@ -199,7 +200,7 @@ export class CatalogService {
     await checkDeploymentSubject(this.ctx.db, spec);
     if (spec.parameterSchema) {
       try {
-        this.ajv.compile(spec.parameterSchema);
+        this.compile(spec.parameterSchema);
       } catch (e) {
         throw new TesseraError('ERR_VALIDATION', `parameterSchema: not a valid JSON Schema: ${(e as Error).message}`, {
           details: { field: 'parameterSchema' },
@@ -263,14 +264,16 @@ export class CatalogService {
             .set({ active: s.active ? 1 : 0 })
             .where('id', '=', found.id)
             .execute();
-          // A paused schedule's runs created ahead of time would still be claimed: they go, as a
-          // removed schedule's do; resuming it creates them again (one per slot, as ever).
+          // A paused schedule's runs created ahead of time (not yet due) would still be claimed: they
+          // go, as a removed schedule's do; resuming it creates them again (one per slot, as ever).
+          // Runs already due stay: they are the schedule's past, waiting for a worker.
           if (!s.active && found.active) {
             await trx
               .deleteFrom('flow_runs')
               .where('deployment_id', '=', id)
               .where('state_type', '=', 'SCHEDULED')
               .where('attempt', '=', 0)
+              .where('next_scheduled_start_time', '>', now)
               .where('idempotency_key', 'like', `schedule:${found.id}:%`)
               .execute();
           }
@@ -370,6 +373,23 @@ export class CatalogService {
     return toFlowRun(run as FlowRunRow);
   }
 
+  /**
+   * A validator for a parameter schema, compiled once per distinct schema. Ajv keeps every schema it
+   * compiles, keyed by object (a fresh object per run would grow it for ever) and by `$id` (the same
+   * `$id` compiled twice fails): so schemas are compiled by content, and let go of by Ajv at once.
+   */
+  private compile(schema: Record<string, unknown>): ValidateFunction {
+    const key = JSON.stringify(schema);
+    let validate = this.validators.get(key);
+    if (!validate) {
+      validate = this.ajv.compile(schema);
+      this.ajv.removeSchema(schema);
+      if (this.validators.size >= 500) this.validators.clear();
+      this.validators.set(key, validate);
+    }
+    return validate;
+  }
+
   /** Validates parameters against the flow's JSON Schema; every failing field is named. */
   validateParameters(
     deployment: string,
@@ -378,7 +398,7 @@ export class CatalogService {
     options: { partial?: boolean } = {},
   ): void {
     const effective = options.partial ? { ...schema, required: [] } : schema;
-    const validate = this.ajv.compile(effective);
+    const validate = this.compile(effective);
     if (validate(structuredClone(parameters))) return;
     const issues = (validate.errors ?? []).map((e) => ({ path: paramPath(e), message: e.message ?? 'is invalid' }));
     throw new ValidationError(

@@ -332,16 +332,18 @@ export class KeyManager {
         kids.superseded.push(...r.superseded);
       }
       if (revokeCurrent) {
-        // A leak is an emergency: every replica's signing key leaves the JWKS now, not at the next
-        // tick. Each replica notices at its next tick and signs with a fresh key (reconcileHeld).
+        // A leak is an emergency: every key of these algorithms still in the JWKS leaves it now, not
+        // at the next tick: every replica's signing key, but also keys retired and still published
+        // until their tokens expire (a leaked key file holds their private halves too) and keys
+        // waiting to sign. Only the keys this rotation made stay. Each replica notices at its next
+        // tick and signs with a fresh key (reconcileHeld).
         const others = await this.ctx.db
           .selectFrom('signing_keys')
           .select('kid')
           .where('alg', 'in', algorithms)
           .where('revoked_at', 'is', null)
-          .where('activates_at', '<=', iso(now))
-          .where((eb) => eb.or([eb('retired_at', 'is', null), eb('retired_at', '>', iso(now))]))
-          .where((eb) => eb.or([eb('replica_id', 'is', null), eb('replica_id', '!=', this.replicaId)]))
+          .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', iso(now))]))
+          .where('kid', 'not in', kids.created.length > 0 ? kids.created : [''])
           .execute();
         if (others.length > 0) {
           const list = others.map((o) => o.kid);

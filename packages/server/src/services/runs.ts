@@ -109,7 +109,7 @@ export class RunService {
     const rows = (await q
       .orderBy('r.created_at', 'desc')
       .orderBy('r.id')
-      .limit(Math.min(filter.limit ?? 50, 1000))
+      .limit(Math.min(Math.max(1, Math.trunc(filter.limit ?? 50)), 1000))
       .execute()) as FlowRunRow[];
     return rows.map(toFlowRun);
   }

@@ -124,7 +124,8 @@ export class TaskRunService {
             flow_run_id: runId,
             task_run_id: e.taskRunId ?? null,
             level: e.level,
-            message: redactSecrets(e.message).slice(0, MAX_LOG_MESSAGE),
+            // Cut (with room for a token straddling the cut) before masking, masked, then cut again.
+            message: redactSecrets(e.message.slice(0, 2 * MAX_LOG_MESSAGE)).slice(0, MAX_LOG_MESSAGE),
             timestamp: e.timestamp ?? now,
           })),
         )
@@ -140,7 +141,7 @@ export class TaskRunService {
       .where('flow_run_id', '=', runId)
       .where('id', '>', afterId)
       .orderBy('id')
-      .limit(Math.min(limit, 5000))
+      .limit(Math.min(Math.max(1, Math.trunc(limit)), 5000))
       .execute();
     return rows.map((r) => ({
       id: Number(r.id),
