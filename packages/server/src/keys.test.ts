@@ -4,7 +4,7 @@
  */
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -414,6 +414,35 @@ describe('key file', () => {
       for (const d of saved.keys.map((k) => k.d as string)) expect(second.logs.join('\n')).not.toContain(d);
     } finally {
       await second.stop();
+    }
+  });
+
+  it('a rotation whose key file cannot be written is reported once, not retried every tick, and every algorithm still rotates', async () => {
+    const sub = join(dir, 'unwritable');
+    const keyFile = join(sub, 'keys.json');
+    const clock = createFakeClock('2026-11-28T12:00:00Z');
+    const server = await startTestServer({
+      clock,
+      keyFile,
+      backgroundServices: false,
+      keys: { prePublish: '10m', rotationInterval: '30d' },
+    });
+    try {
+      // The key file's directory goes away (a read-only mount, a full disk): writing it fails.
+      renameSync(sub, `${sub}-gone`);
+      writeFileSync(sub, 'not a directory');
+      clock.advance(30 * 86_400_000);
+      const errors: unknown[] = [];
+      for (let i = 0; i < 6; i++) {
+        await server.tick().catch((e) => errors.push(e));
+        clock.advance(5_000);
+      }
+      expect(errors).toHaveLength(1);
+      const pending = (await server.client.listSigningKeys()).items.filter((k) => k.state === 'pending');
+      // One new key per algorithm, not one per tick.
+      expect(pending.map((k) => k.alg).sort()).toEqual(['ES256', 'RS256']);
+    } finally {
+      await server.close();
     }
   });
 

@@ -571,14 +571,26 @@ export class KeyManager {
       .orderBy('requested_at')
       .orderBy('id')
       .execute();
+    let failure: unknown;
     for (const r of requests) {
       if (this.applied.has(r.id)) continue;
-      for (const alg of fromJson<SigningAlgorithm[]>(r.algorithms, [])) {
-        if (this.algorithms.includes(alg)) await this.rotateOne(alg, r.revoke_current === 1, now);
-      }
+      // Taken off the list before it is applied: a rotation that fails half-way (the key file cannot
+      // be written: a read-only mount, a full disk) is not started again at every tick, each time
+      // throwing away the key the last try made and pushing the hand-over back.
       if (r.replica_id === null) this.applied.add(r.id);
       else await this.ctx.db.deleteFrom('key_rotations').where('id', '=', r.id).execute();
+      for (const alg of fromJson<SigningAlgorithm[]>(r.algorithms, [])) {
+        if (!this.algorithms.includes(alg)) continue;
+        // One algorithm failing does not keep the others from rotating.
+        try {
+          await this.rotateOne(alg, r.revoke_current === 1, now);
+        } catch (e) {
+          failure ??= e;
+        }
+      }
     }
+    // Reported (the background loop logs it), once the requests are all handled.
+    if (failure !== undefined) throw failure;
   }
 
   /**
