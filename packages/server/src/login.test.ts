@@ -561,11 +561,16 @@ describe('session lifetimes', () => {
   let env: Env;
   const clock = createFakeClock(Date.now());
   beforeAll(async () => {
-    env = await startEnv({ clock, sessions: { browserIdle: '30m', browserLifetime: '2h' } });
+    env = await startEnv({ clock, sessions: { browserIdle: '30m', browserLifetime: '2h', accessTokenLifetime: '1h' } });
   });
   afterAll(async () => {
     await env?.tessera.close();
     await env?.idp.close();
+  });
+
+  it('keeps a retired key published for the CLI access tokens’ lifetime, not only the default 15 minutes', () => {
+    expect(env.tessera.services.accessTokens.ttlMs).toBe(15 * 60_000);
+    expect(env.tessera.services.accessTokens.longestLifetimeMs()).toBe(60 * 60_000);
   });
 
   it('ends a browser session unused for longer than the idle timeout', async () => {

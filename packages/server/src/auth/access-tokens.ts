@@ -98,6 +98,22 @@ export class AccessTokenService {
     return `${this.issuer().replace(/\/+$/, '')}/api`;
   }
 
+  /** The longest lifetime set elsewhere for the tokens this service signs (see {@link allowLifetime}). */
+  #longestOther = 0;
+
+  /**
+   * Says that tokens may be signed with `ms` of lifetime (the CLI login's access tokens): keys stay
+   * published after they retire for the longest lifetime any token they signed may have.
+   */
+  allowLifetime(ms: number): void {
+    this.#longestOther = Math.max(this.#longestOther, ms);
+  }
+
+  /** The longest lifetime an access token signed by this service may have, ms. */
+  longestLifetimeMs(): number {
+    return Math.max(this.ttlMs, this.#longestOther);
+  }
+
   /** Adds a per-request check for people's tokens (login sessions). */
   addPersonCheck(check: PersonTokenCheck): void {
     this.#personChecks.push(check);
@@ -106,6 +122,8 @@ export class AccessTokenService {
   /** Signs an access token for a person, machine or worker. */
   async issue(principal: IssuablePrincipal, options: IssueAccessTokenOptions = {}): Promise<IssuedAccessToken> {
     const ttlMs = options.ttlMs ?? this.ttlMs;
+    // Whatever a caller asks, its key stays published long enough (a safety net behind allowLifetime).
+    this.allowLifetime(ttlMs);
     const now = Math.floor(this.ctx.clock.now() / 1000);
     const exp = now + Math.max(1, Math.floor(ttlMs / 1000));
     const jti = randomUUID();

@@ -776,5 +776,7 @@ export function configureLogin(
   services.auth.add(login.authenticator());
   services.auth.localAdmin = false;
   services.accessTokens.addPersonCheck(login.personTokenCheck());
+  // The CLI's access tokens live as long as the sessions settings say: their key stays published so long.
+  services.accessTokens.allowLifetime(login.sessions.settings.accessTokenLifetimeMs);
   return login;
 }

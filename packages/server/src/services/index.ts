@@ -73,7 +73,7 @@ export class Services {
     this.audit = new AuditService(ctx);
     this.accessTokens = new AccessTokenService(ctx, this.keys, issuer);
     // Access tokens are signed with RS256 keys and not recorded in issued_tokens.
-    this.keys.coverUnrecordedTokens('RS256', () => this.accessTokens.ttlMs);
+    this.keys.coverUnrecordedTokens('RS256', () => this.accessTokens.longestLifetimeMs());
     // The token endpoint checks the credential and reads the run in one statement (its hot path).
     const preload = { url: TOKEN_ENDPOINT_PATH, read: (credential: string) => this.tokens.authenticateWithRun(credential) };
     this.auth = new AuthRegistry([new RunCredentialAuthenticator(this.credentials, preload), this.accessTokens.authenticator()]);
