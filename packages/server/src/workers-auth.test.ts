@@ -271,6 +271,13 @@ describe('workers join without a long-lived secret', () => {
     expect(failed.filter((e) => e.detail?.suppressed === true)).toHaveLength(1);
     const metrics = await (await fetch(`${server.url}/metrics`)).text();
     expect(Number(/tessera_audit_suppressed_total (\d+)/.exec(metrics)?.[1])).toBeGreaterThanOrEqual(14);
+    // An identified caller looping on a 403 has the same budget, counted per caller, and is named.
+    const w = await joined({ pool: 'default' });
+    const mark = (await audited()).length;
+    for (let i = 0; i < 40; i++) await failure(w.client.listFlowRuns());
+    const denied = (await audited()).slice(mark).filter((e) => e.action === 'authz.denied');
+    expect(denied).toHaveLength(31);
+    expect(denied.at(-1)?.detail).toMatchObject({ suppressed: true, note: expect.stringContaining(`principal worker:${w.workerId}`) });
   });
 
   it('never logs a token or secret', () => {

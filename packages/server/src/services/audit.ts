@@ -71,8 +71,8 @@ const WINDOW_MS = 60_000;
  * put ids and reasons in.
  */
 export class AuditService {
-  /** Per caller address: the current minute's start and how many anonymous failures it recorded. */
-  private readonly anonymous = new Map<string, { since: number; count: number }>();
+  /** Per caller address (or identified caller): the current minute's start and how many failures it recorded. */
+  private readonly windows = new Map<string, { since: number; count: number }>();
   /** The same, for all addresses together. */
   private all = { since: 0, count: 0 };
   /** Anonymous failures not recorded one by one (see {@link ANONYMOUS_FAILURES_PER_MINUTE}). */
@@ -90,9 +90,7 @@ export class AuditService {
 
   /** Records an event (anonymous failures within their per-address budget). Never throws. */
   async record(event: AuditRecord): Promise<void> {
-    if (typeof event.principal !== 'object' || event.principal === null) {
-      if (event.result !== 'success' && !this.withinBudget(event)) return;
-    }
+    if (event.result !== 'success' && !this.withinBudget(event)) return;
     const { principal, kind } = who(event.principal);
     const detail = event.detail
       ? Object.fromEntries(
@@ -120,46 +118,52 @@ export class AuditService {
   }
 
   /**
-   * Whether an anonymous failure is recorded: yes for the first {@link ANONYMOUS_FAILURES_PER_MINUTE}
-   * from an address each minute; the next one is turned into a record saying that the rest of the
-   * minute's are only counted; those are not recorded.
+   * Whether a failure or denial is recorded. Callers nobody could identify: the first
+   * {@link ANONYMOUS_FAILURES_PER_MINUTE} from an address each minute, and at most
+   * {@link ANONYMOUS_FAILURES_PER_MINUTE_ALL} from all addresses together (addresses are cheap to vary:
+   * IPv6, or `X-Forwarded-For` with `trust_proxy: true`). Identified callers: the same per-address
+   * budget, per caller (a leaked run credential or a client looping on a 403 must not fill the table
+   * either; the record past the budget names it, so who did it stays known). The first event over a
+   * budget is recorded with a note; the rest of that minute's are only counted.
    */
   private withinBudget(event: AuditRecord): boolean {
-    const ip = typeof event.detail?.ip === 'string' ? event.detail.ip : 'unknown';
     const now = this.ctx.clock.now();
-    // All addresses together too: addresses are cheap to vary (IPv6, or X-Forwarded-For with
-    // trust_proxy: true).
-    if (now - this.all.since >= WINDOW_MS) this.all = { since: now, count: 0 };
-    this.all.count++;
-    if (this.all.count > ANONYMOUS_FAILURES_PER_MINUTE_ALL) {
-      this.suppressed++;
-      if (this.all.count > ANONYMOUS_FAILURES_PER_MINUTE_ALL + 1) return false;
-      event.detail = {
-        ...event.detail,
-        suppressed: true,
-        note: `more than ${ANONYMOUS_FAILURES_PER_MINUTE_ALL} failures of unidentified callers within a minute: the rest until ${iso(this.all.since + WINDOW_MS)} are counted (tessera_audit_suppressed_total), not recorded`,
-      };
-      return true;
+    const identified = typeof event.principal === 'object' && event.principal !== null;
+    const key = identified
+      ? `principal ${principalId(event.principal as Principal)}`
+      : typeof event.detail?.ip === 'string'
+        ? event.detail.ip
+        : 'unknown';
+    if (!identified) {
+      if (now - this.all.since >= WINDOW_MS) this.all = { since: now, count: 0 };
+      const over = this.over(event, this.all, ANONYMOUS_FAILURES_PER_MINUTE_ALL, 'from unidentified callers');
+      if (over !== undefined) return over;
     }
-    let w = this.anonymous.get(ip);
+    let w = this.windows.get(key);
     if (!w || now - w.since >= WINDOW_MS) {
-      // Windows that ended are forgotten; past the global budget no new address is tracked anyway.
-      if (this.anonymous.size >= 10_000) for (const [k, v] of this.anonymous) if (now - v.since >= WINDOW_MS) this.anonymous.delete(k);
+      // Windows that ended are forgotten.
+      if (this.windows.size >= 10_000) for (const [k, v] of this.windows) if (now - v.since >= WINDOW_MS) this.windows.delete(k);
       w = { since: now, count: 0 };
-      this.anonymous.set(ip, w);
+      this.windows.set(key, w);
     }
+    return this.over(event, w, ANONYMOUS_FAILURES_PER_MINUTE, `from ${key}`) ?? true;
+  }
+
+  /**
+   * Counts one event in window `w`: `undefined` while within `limit`, `true` for the first one over
+   * it (recorded, with a note saying the rest are counted), `false` for the rest.
+   */
+  private over(event: AuditRecord, w: { since: number; count: number }, limit: number, who: string): boolean | undefined {
     w.count++;
-    if (w.count <= ANONYMOUS_FAILURES_PER_MINUTE) return true;
+    if (w.count <= limit) return undefined;
     this.suppressed++;
-    if (w.count === ANONYMOUS_FAILURES_PER_MINUTE + 1) {
-      event.detail = {
-        ...event.detail,
-        suppressed: true,
-        note: `more than ${ANONYMOUS_FAILURES_PER_MINUTE} failures from ${ip} within a minute: the rest until ${iso(w.since + WINDOW_MS)} are counted (tessera_audit_suppressed_total), not recorded`,
-      };
-      return true;
-    }
-    return false;
+    if (w.count > limit + 1) return false;
+    event.detail = {
+      ...event.detail,
+      suppressed: true,
+      note: `more than ${limit} failures ${who} within a minute: the rest until ${iso(w.since + WINDOW_MS)} are counted (tessera_audit_suppressed_total), not recorded`,
+    };
+    return true;
   }
 
   /** Events, oldest first (page with `afterId`). */
