@@ -26,6 +26,15 @@ export function redactSecrets(text: string): string {
 }
 
 /**
+ * `text` masked ({@link redactSecrets}) and cut to `max` characters: masked before it is cut, so a token
+ * straddling the cut is masked whole instead of leaving its first characters in clear. Only twice
+ * `max` is scanned, however long the text.
+ */
+export function redactAndCut(text: string, max: number): string {
+  return redactSecrets(text.length > max ? text.slice(0, 2 * max) : text).slice(0, max);
+}
+
+/**
  * A URL (or what was meant as one) safe to quote in an error: any `user:password@` part is masked,
  * with or without a scheme (`admin:s3cret@host` parses as the scheme `admin:`).
  */

@@ -1,5 +1,5 @@
 import { format, inspect } from 'node:util';
-import { type LogEntry, redactSecrets } from '@tessera/core';
+import { type LogEntry, redactAndCut } from '@tessera/core';
 import { type Frame, LOG_LEVELS, type LogLevelName, logThresholdFromEnv, storage } from './lib/scope.js';
 
 /** A log level. Lines below `TESSERA_LOG_LEVEL` (default `info`) are dropped. */
@@ -66,11 +66,9 @@ export function writeLog(frame: Frame | null, level: LogLevel, message: unknown,
   const threshold = frame ? frame.scope.logThreshold : detachedThreshold;
   if (LOG_LEVELS[level] < threshold) return;
   let text = args.length > 0 ? format(message, ...args) : typeof message === 'string' ? message : inspect(message);
-  // Masked before it is cut, so that a token straddling the cut is masked whole, not left with its
-  // first characters in clear; only twice the limit is scanned, whatever was logged.
   const length = text.length;
-  text = redactSecrets(length > MAX_MESSAGE_CHARS ? text.slice(0, 2 * MAX_MESSAGE_CHARS) : text);
-  if (length > MAX_MESSAGE_CHARS) text = `${text.slice(0, MAX_MESSAGE_CHARS)}… (${length - MAX_MESSAGE_CHARS} more characters cut)`;
+  text = redactAndCut(text, MAX_MESSAGE_CHARS);
+  if (length > MAX_MESSAGE_CHARS) text = `${text}… (${length - MAX_MESSAGE_CHARS} more characters cut)`;
   const timestamp = new Date().toISOString();
   if (!frame || frame.scope.printLogs) {
     const who = frame ? ` [${frame.task ? frame.task.name : frame.scope.flowName}]` : '';

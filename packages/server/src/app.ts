@@ -1,9 +1,9 @@
-import { Transform } from 'node:stream';
+import { pipeline, Transform } from 'node:stream';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import { RUN_TOKEN_CLAIM_NAMES, redactSecrets, TesseraError } from '@tessera/core';
 import { buildDiscoveryDocument } from '@tessera/identity';
-import Fastify, { type FastifyInstance, LogController } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyRequest, LogController } from 'fastify';
 import { sql } from 'kysely';
 import type { LoginService } from './auth/oidc-login.js';
 import { registerApiRoutes } from './routes/api.js';
@@ -16,6 +16,19 @@ import type { Services } from './services/index.js';
 
 /** The largest body a request without a valid credential may send. */
 const ANONYMOUS_BODY_LIMIT = 64 * 1024;
+
+/**
+ * The answer to a body over {@link ANONYMOUS_BODY_LIMIT} from a request without a valid credential: the
+ * credential's own refusal if it sent one (401, which tells a client to log in or refresh), else 413.
+ */
+function tooLargeWithoutCredential(request: FastifyRequest, length?: number): Error {
+  if (request.authError) return request.authError;
+  return new TesseraError(
+    'ERR_VALIDATION',
+    `a request without a credential may send at most ${ANONYMOUS_BODY_LIMIT / 1024} KiB${length === undefined ? '' : `; this one sends ${length} bytes`}: send a run credential or an access token (tessera login) to send more`,
+    { status: 413 },
+  );
+}
 
 /** Paths whose answers no cache may store unless the route says otherwise. */
 const NO_STORE_PREFIXES = ['/api/', '/oauth/', '/auth/'];
@@ -109,36 +122,24 @@ export async function buildApp(options: BuildAppOptions): Promise<FastifyInstanc
     // hundred bytes: not the 8 MiB a run's log upload may take, parsed before any route could refuse it.
     if (!request.principal) {
       const length = Number(request.headers['content-length'] ?? 0);
-      if (length > ANONYMOUS_BODY_LIMIT) {
-        throw new TesseraError(
-          'ERR_VALIDATION',
-          `a request without a credential may send at most ${ANONYMOUS_BODY_LIMIT / 1024} KiB; this one sends ${length} bytes`,
-          { status: 413 },
-        );
-      }
+      if (length > ANONYMOUS_BODY_LIMIT) throw tooLargeWithoutCredential(request, length);
     }
   });
 
   // The same limit on the bytes actually read: a chunked body says no length up front.
   app.addHook('preParsing', async (request, _reply, payload) => {
-    if (request.principal) return payload;
+    if (request.principal || request.method === 'GET' || request.method === 'HEAD') return payload;
     let read = 0;
-    return payload.pipe(
-      new Transform({
-        transform(chunk: Buffer, _encoding, done) {
-          read += chunk.length;
-          if (read > ANONYMOUS_BODY_LIMIT) {
-            done(
-              new TesseraError('ERR_VALIDATION', `a request without a credential may send at most ${ANONYMOUS_BODY_LIMIT / 1024} KiB`, {
-                status: 413,
-              }),
-            );
-            return;
-          }
-          done(null, chunk);
-        },
-      }),
-    );
+    const counted = new Transform({
+      transform(chunk: Buffer, _encoding, done) {
+        read += chunk.length;
+        if (read > ANONYMOUS_BODY_LIMIT) done(tooLargeWithoutCredential(request));
+        else done(null, chunk);
+      },
+    });
+    // pipeline, not pipe: a client that aborts mid-upload must end the parse, not leave it waiting.
+    pipeline(payload, counted, () => {});
+    return counted;
   });
 
   app.setErrorHandler((error, request, reply) => {

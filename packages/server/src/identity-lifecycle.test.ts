@@ -534,6 +534,13 @@ describe('introspection (RFC 7662)', () => {
       expect(res.status).toBe(413);
       expect(await res.json()).toMatchObject({ code: 'ERR_VALIDATION', message: expect.stringMatching(/at most 64 KiB/) });
       expect((await fetch(`${s.url}/oauth/token`, { method: 'POST', headers: form, body: big })).status).toBe(413);
+      // A credential that is refused (expired, revoked) gets its own answer, 401: the client refreshes.
+      const refused = await fetch(`${s.url}/api/logs`, {
+        method: 'POST',
+        headers: { ...form, authorization: 'Bearer tsr_not-a-real-credential-000000' },
+        body: big,
+      });
+      expect(refused.status).toBe(401);
       // Sent in chunks, with no length up front: the bytes read are counted.
       const chunked = await new Promise<number>((resolve, reject) => {
         const req = httpRequest(new URL('/api/identity/introspect', s.url), { method: 'POST', headers: form }, (res) => {

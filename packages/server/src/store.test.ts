@@ -354,6 +354,9 @@ describe('wake-up bus', () => {
         await new Promise((r) => setTimeout(r, 300));
         expect([...gotB].sort()).toEqual(['pool:p1', 'worker:w0']);
         expect(gotA).toEqual(['slots:p2']);
+        // A replica of an older version (a rolling upgrade) sends the bare key: delivered as it is.
+        await sql`select pg_notify('tessera_wakeup', 'pool:old')`.execute(sa.db);
+        await waitFor(() => gotA.includes('pool:old') && gotB.includes('pool:old'), { timeoutMs: 5_000, what: 'the old-format wake-up' });
         // Every connection to the database dies (a restart): the listeners come back by themselves and
         // wake everything once, since they may have missed something.
         await terminate();

@@ -160,7 +160,7 @@ export function registerApiRoutes(app: FastifyInstance, s: Services): void {
     access: 'developer',
     summary: 'Delete a deployment and its future scheduled runs',
     tags: ['deployments'],
-    handler: async ({ params }) => void (await s.catalog.deleteDeployment(params.name as string)),
+    handler: async ({ params, principal }) => void (await s.catalog.deleteDeployment(params.name as string, actorOf(principal))),
   });
   route(app, {
     method: 'POST',

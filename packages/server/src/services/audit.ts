@@ -4,6 +4,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import { type Principal, principalId } from '../auth/principal.js';
 import { iso } from '../lib/clock.js';
 import { fromJson } from '../lib/json.js';
+import { pageSize } from '../lib/paging.js';
 import type { ServiceContext } from './context.js';
 
 /**
@@ -134,11 +135,6 @@ export class AuditService {
       : typeof event.detail?.ip === 'string'
         ? event.detail.ip
         : 'unknown';
-    if (!identified) {
-      if (now - this.all.since >= WINDOW_MS) this.all = { since: now, count: 0 };
-      const over = this.over(event, this.all, ANONYMOUS_FAILURES_PER_MINUTE_ALL, 'from unidentified callers');
-      if (over !== undefined) return over;
-    }
     let w = this.windows.get(key);
     if (!w || now - w.since >= WINDOW_MS) {
       // Windows that ended are forgotten.
@@ -146,7 +142,15 @@ export class AuditService {
       w = { since: now, count: 0 };
       this.windows.set(key, w);
     }
-    return this.over(event, w, ANONYMOUS_FAILURES_PER_MINUTE, `from ${key}`) ?? true;
+    const own = this.over(event, w, ANONYMOUS_FAILURES_PER_MINUTE, `from ${key}`);
+    if (own !== undefined) return own;
+    // Only what an address may record counts towards all addresses' budget: one address cannot use it up.
+    if (!identified) {
+      if (now - this.all.since >= WINDOW_MS) this.all = { since: now, count: 0 };
+      const all = this.over(event, this.all, ANONYMOUS_FAILURES_PER_MINUTE_ALL, 'from unidentified callers');
+      if (all !== undefined) return all;
+    }
+    return true;
   }
 
   /**
@@ -172,7 +176,7 @@ export class AuditService {
     if (options.action) q = q.where('action', '=', options.action);
     if (options.principal) q = q.where('principal', '=', options.principal);
     if (options.afterId !== undefined) q = q.where('id', '>', options.afterId);
-    const limit = Math.min(Math.max(1, options.limit ?? 100), 1000);
+    const limit = pageSize(options.limit, 100, 1000);
     // Without a cursor, the newest `limit` events (still answered oldest first).
     const rows =
       options.afterId === undefined

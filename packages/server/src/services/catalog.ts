@@ -382,8 +382,12 @@ export class CatalogService {
     const key = JSON.stringify(schema);
     let validate = this.validators.get(key);
     if (!validate) {
-      validate = this.ajv.compile(schema);
-      this.ajv.removeSchema(schema);
+      try {
+        validate = this.ajv.compile(schema);
+      } finally {
+        // Also when it is refused: Ajv registered its `$id` first, and would refuse a fixed schema with it.
+        this.ajv.removeSchema(schema);
+      }
       if (this.validators.size >= 500) this.validators.clear();
       this.validators.set(key, validate);
     }

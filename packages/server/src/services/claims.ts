@@ -14,11 +14,26 @@ import { DEFAULT_MAX_TOKEN_LIFETIME_MS } from './tokens.js';
 const ACTIVE_SQL = sql.join(ACTIVE_STATES.map((t) => sql.lit(t)));
 
 /**
- * A candidate run `r` (its deployment joined as `d`) whose deployment and queue have a free slot, as
- * of the statement's snapshot. The claim counts again under its lock; this only keeps held-back runs
- * out of the batch. Both counts use indexes (`flow_runs_deployment`, `flow_runs_claimable`).
+ * The deployments and the queues of a pool whose concurrency limit is reached, as of the statement's
+ * snapshot: uncorrelated subqueries, worked out once per statement (one grouped pass over the pool's
+ * active runs, index `flow_runs_claimable`), whatever the size of the backlog they hold back. The
+ * claim counts again under its lock; these only keep held-back runs out of the candidate batch.
  */
-const WITHIN_LIMITS = sql<boolean>`((d.concurrency_limit is null or d.concurrency_limit > (select count(*) from flow_runs a where a.deployment_id = r.deployment_id and a.state_type in (${ACTIVE_SQL}))) and not exists (select 1 from work_queues q where q.pool_id = r.work_pool_id and q.name = r.work_queue and q.concurrency_limit is not null and q.concurrency_limit <= (select count(*) from flow_runs a where a.work_pool_id = r.work_pool_id and a.work_queue = r.work_queue and a.state_type in (${ACTIVE_SQL}))))`;
+const FULL_DEPLOYMENTS = (poolId: string) => sql`
+  select a.deployment_id from flow_runs a join deployments d on d.id = a.deployment_id
+   where a.work_pool_id = ${poolId} and a.state_type in (${ACTIVE_SQL}) and d.concurrency_limit is not null
+   group by a.deployment_id, d.concurrency_limit having count(*) >= d.concurrency_limit
+  union all
+  select d.id from deployments d where d.work_pool_id = ${poolId} and d.concurrency_limit = 0`;
+const FULL_QUEUES = (poolId: string) => sql`
+  select a.work_queue from flow_runs a join work_queues q on q.pool_id = a.work_pool_id and q.name = a.work_queue
+   where a.work_pool_id = ${poolId} and a.state_type in (${ACTIVE_SQL}) and q.concurrency_limit is not null
+   group by a.work_queue, q.concurrency_limit having count(*) >= q.concurrency_limit
+  union all
+  select q.name from work_queues q where q.pool_id = ${poolId} and q.concurrency_limit = 0`;
+/** A run `r` whose deployment and queue have a free slot (see {@link FULL_DEPLOYMENTS}). */
+const WITHIN_LIMITS = (poolId: string) =>
+  sql<boolean>`((r.deployment_id is null or r.deployment_id not in (${FULL_DEPLOYMENTS(poolId)})) and (r.work_queue is null or r.work_queue not in (${FULL_QUEUES(poolId)})))`;
 
 /** After a claim found nothing although a run is due (rows locked by another claimer), look again this soon. */
 const RECHECK_DUE_MS = 50;
@@ -97,13 +112,7 @@ export class ClaimService {
   /** @throws TesseraError `ERR_FORBIDDEN` when another principal polls as `workerId`. */
   private async checkOwner(workerId: string, owner: string): Promise<void> {
     const row = await this.ctx.db.selectFrom('workers').select('owner').where('id', '=', workerId).executeTakeFirst();
-    if (row?.owner && row.owner !== owner) {
-      throw new TesseraError(
-        'ERR_FORBIDDEN',
-        `workerId: worker ${workerId} polls with another credential; a worker id belongs to the credential that first polled with it. Each worker process picks its own id (tessera worker start does)`,
-        { details: { field: 'workerId' } },
-      );
-    }
+    if (row?.owner && row.owner !== owner) throw foreignWorkerId(workerId);
   }
 
   /**
@@ -112,7 +121,7 @@ export class ClaimService {
    */
   private async heartbeat(poolId: string, req: WorkerPollRequest, owner: string | undefined, db: Db = this.ctx.db): Promise<void> {
     const now = iso(this.ctx.clock.now());
-    await db
+    const row = await db
       .insertInto('workers')
       .values({ id: req.workerId, name: req.workerName, pool_id: poolId, last_heartbeat_at: now, created_at: now, owner: owner ?? null })
       .onConflict((oc) => {
@@ -123,7 +132,10 @@ export class ClaimService {
           ? update
           : update.where((eb) => eb.or([eb('workers.owner', 'is', null), eb('workers.owner', '=', owner)]));
       })
-      .execute();
+      .returning('id')
+      .executeTakeFirst();
+    // Nothing written: another principal owns the id (it won a race to first use it).
+    if (owner !== undefined && !row) throw foreignWorkerId(req.workerId);
   }
 
   /**
@@ -294,7 +306,7 @@ export class ClaimService {
             // Runs of a deployment or queue already at its limit are passed over here, not after the
             // LIMIT below: otherwise a backlog held back by one deployment's limit fills every batch
             // and starves the runs of all the others.
-            .where(WITHIN_LIMITS)
+            .where(WITHIN_LIMITS(poolId))
             .orderBy('r.priority')
             .orderBy('r.next_scheduled_start_time')
             .limit(req.capacity * 4),
@@ -306,14 +318,11 @@ export class ClaimService {
         // locked, which are within the limits): the poll waits for a slot to free.
         const held = await trx
           .selectFrom('flow_runs as r')
-          .innerJoin('work_pools as p', 'p.id', 'r.work_pool_id')
-          .leftJoin('deployments as d', 'd.id', 'r.deployment_id')
           .select('r.id')
           .where('r.work_pool_id', '=', poolId)
-          .where('p.paused', '=', 0)
           .where('r.state_type', '=', 'SCHEDULED')
           .where('r.next_scheduled_start_time', '<=', iso(now))
-          .where(sql<boolean>`not (${WITHIN_LIMITS})`)
+          .where(sql<boolean>`not ${WITHIN_LIMITS(poolId)}`)
           .limit(1)
           .executeTakeFirst();
         outcome.blocked = held !== undefined;
@@ -472,4 +481,13 @@ function compileTokenFiles(identity: Partial<DeploymentIdentity>): TokenFilesSpe
   if (!files.azure || files.azure.lifetimeMs !== undefined) return files;
   const max = identity.maxLifetimeMs ?? DEFAULT_MAX_TOKEN_LIFETIME_MS;
   return { ...files, azure: { ...files.azure, lifetimeMs: Math.min(DEFAULT_AZURE_TOKEN_FILE_LIFETIME_MS, max) } };
+}
+
+/** A poll with a worker id another principal owns. */
+function foreignWorkerId(workerId: string): TesseraError {
+  return new TesseraError(
+    'ERR_FORBIDDEN',
+    `workerId: worker ${workerId} polls with another credential; a worker id belongs to the credential that first polled with it. Each worker process picks its own id (tessera worker start does)`,
+    { details: { field: 'workerId' } },
+  );
 }

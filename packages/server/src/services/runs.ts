@@ -20,6 +20,7 @@ import type { Kysely, Transaction, Updateable } from 'kysely';
 import { iso } from '../lib/clock.js';
 import { fromJson, toJson } from '../lib/json.js';
 import { generateRunName } from '../lib/names.js';
+import { pageSize } from '../lib/paging.js';
 import { type FlowRunRow, toFlowRun, toStateEntry } from '../store/rows.js';
 import type { Database, FlowRunTable } from '../store/schema.js';
 import type { ServiceContext } from './context.js';
@@ -109,7 +110,7 @@ export class RunService {
     const rows = (await q
       .orderBy('r.created_at', 'desc')
       .orderBy('r.id')
-      .limit(Math.min(Math.max(1, Math.trunc(filter.limit ?? 50)), 1000))
+      .limit(pageSize(filter.limit, 50, 1000))
       .execute()) as FlowRunRow[];
     return rows.map(toFlowRun);
   }

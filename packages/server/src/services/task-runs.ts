@@ -1,6 +1,7 @@
 import {
   checkTransition,
   type LogEntry,
+  redactAndCut,
   redactSecrets,
   type StateType,
   type TaskRun,
@@ -9,6 +10,7 @@ import {
 } from '@tessera/core';
 import { iso } from '../lib/clock.js';
 import { toJson } from '../lib/json.js';
+import { pageSize } from '../lib/paging.js';
 import { toTaskRun } from '../store/rows.js';
 import type { ServiceContext } from './context.js';
 
@@ -124,8 +126,7 @@ export class TaskRunService {
             flow_run_id: runId,
             task_run_id: e.taskRunId ?? null,
             level: e.level,
-            // Cut (with room for a token straddling the cut) before masking, masked, then cut again.
-            message: redactSecrets(e.message.slice(0, 2 * MAX_LOG_MESSAGE)).slice(0, MAX_LOG_MESSAGE),
+            message: redactAndCut(e.message, MAX_LOG_MESSAGE),
             timestamp: e.timestamp ?? now,
           })),
         )
@@ -141,7 +142,7 @@ export class TaskRunService {
       .where('flow_run_id', '=', runId)
       .where('id', '>', afterId)
       .orderBy('id')
-      .limit(Math.min(Math.max(1, Math.trunc(limit)), 5000))
+      .limit(pageSize(limit, 1000, 5000))
       .execute();
     return rows.map((r) => ({
       id: Number(r.id),

@@ -33,8 +33,9 @@ export function createPgWakeupBus(url: string, onError: (e: Error) => void = () 
     client.on('notification', (msg) => {
       if (msg.channel !== CHANNEL || !msg.payload) return;
       const space = msg.payload.indexOf(' ');
-      if (space < 0 || msg.payload.slice(0, space) === origin) return;
-      deliver?.(msg.payload.slice(space + 1));
+      // A replica of an older version (rolling upgrade) sends the bare key.
+      if (space < 0) deliver?.(msg.payload);
+      else if (msg.payload.slice(0, space) !== origin) deliver?.(msg.payload.slice(space + 1));
     });
     client.on('error', (e) => {
       onError(e);
