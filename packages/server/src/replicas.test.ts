@@ -69,6 +69,10 @@ async function claimAs(client: ApiClient): Promise<{ runId: string; as: ApiClien
   return { runId: c.run.id, as };
 }
 
+async function jwksKidsOf(s: TestServer): Promise<string[]> {
+  return ((await (await fetch(`${s.url}/.well-known/jwks.json`)).json()) as { keys: { kid: string }[] }).keys.map((k) => k.kid);
+}
+
 async function keysOf(s: TestServer): Promise<SigningKeyInfo[]> {
   return (await s.client.listSigningKeys()).items;
 }
@@ -202,12 +206,21 @@ describe.skipIf(!POSTGRES)('replicas on one PostgreSQL database', () => {
       for (const k of aKeys) expect(after.find((x) => x.kid === k.kid)).toMatchObject({ state: 'retired', published: true });
       expect(after.filter((k) => k.held && k.state === 'active')).toHaveLength(2);
 
-      // a comes back: it notices its keys were retired and signs with fresh ones, published first.
+      // a comes back: its keys were retired but are still published, so it goes on signing with them
+      // while fresh ones, published now, wait out the caches (a key signing at once would name a kid
+      // that no cached JWKS has).
       const before = a.services.keys.signingKey('RS256').kid;
       await a.tick();
+      expect(a.services.keys.signingKey('RS256').kid).toBe(before);
+      const fresh = (await keysOf(a)).find((k) => k.alg === 'RS256' && k.held && k.state === 'pending') as SigningKeyInfo;
+      expect(fresh).toBeDefined();
+      expect(await jwksKidsOf(b)).toEqual(expect.arrayContaining([before, fresh.kid]));
+      clock.set(Date.parse(fresh.activatesAt));
+      await a.tick();
       const now = a.services.keys.signingKey('RS256').kid;
-      expect(now).not.toBe(before);
+      expect(now).toBe(fresh.kid);
       expect((await keysOf(b)).find((k) => k.kid === now)).toMatchObject({ state: 'active', published: true });
+      expect((await keysOf(b)).find((k) => k.kid === before)).toMatchObject({ state: 'retired', published: true });
     });
 
     it('a rotation asked through any replica rotates every replica’s own keys', async () => {

@@ -601,8 +601,16 @@ export class KeyManager {
   private async reconcileHeld(now: number): Promise<void> {
     const live = [...this.held.values()].filter((h) => h.retiredAt === null || h.retiredAt > now);
     if (live.length === 0 && this.held.size === 0) return;
+    /** The key each algorithm was signing with before this look. */
+    const signedWith = new Map<SigningAlgorithm, HeldKey>();
+    for (const alg of this.algorithms) {
+      const [current] = this.signingCandidates(alg, now);
+      if (current) signedWith.set(alg, current);
+    }
     /** Algorithms that had a key signing before this look (a lost one is replaced at once, an emergency). */
-    const wasSigning = new Set(this.algorithms.filter((alg) => this.signingCandidates(alg, now).length > 0));
+    const wasSigning = new Set(signedWith.keys());
+    /** Rows of the keys looked at: whether a retired one is still published. */
+    let rowsByKid = new Map<string, KeyRow>();
     if (live.length > 0) {
       const rows = await this.ctx.db
         .selectFrom('signing_keys')
@@ -614,6 +622,7 @@ export class KeyManager {
         )
         .execute();
       const byKid = new Map(rows.map((r) => [r.kid, r]));
+      rowsByKid = byKid;
       for (const h of live) {
         const row = byKid.get(h.key.kid);
         if (!row || row.revoked_at !== null) {
@@ -631,6 +640,22 @@ export class KeyManager {
       if (this.signingCandidates(alg, now).length > 0) continue;
       const successor = this.pending(alg, now);
       if (successor && !wasSigning.has(alg)) continue;
+      // Retired by someone else (a leader that took this replica for dead), not revoked, and still
+      // published: it goes on signing until a successor, published now, has waited out the caches. A
+      // fresh key signing at once would name a kid no cached JWKS (or static copy) has yet.
+      const previous = signedWith.get(alg);
+      const row = previous && this.held.has(previous.key.kid) ? rowsByKid.get(previous.key.kid) : undefined;
+      if (previous && row && row.revoked_at === null && (row.expires_at === null || Date.parse(row.expires_at) > now)) {
+        const next = successor ?? (await this.create(alg, now, now + this.settings.prePublishMs));
+        await this.ctx.db
+          .updateTable('signing_keys')
+          .set({ retired_at: iso(next.activatesAt), expires_at: null })
+          .where('kid', '=', previous.key.kid)
+          .execute();
+        previous.retiredAt = next.activatesAt;
+        changed = true;
+        continue;
+      }
       const bridge = await this.create(alg, now, wasSigning.has(alg) ? now : await this.firstActivation(now));
       // Until a pending successor activates; then it hands over as a rotation would.
       if (successor) await this.setRetired(bridge, successor.activatesAt);
