@@ -198,10 +198,12 @@ describe('the token endpoint’s credential check (credential and run read in on
       .where('id', '=', runId)
       .execute();
     const second = await claimRun(server, runId, { workerName: 'w-2' });
-    for (const stale of [first.as.issueIdentityToken({ audience: 'vault.internal' }), first.as.getFlowRun(runId)]) {
-      const e = await failure(stale);
-      expect([e.code, e.status]).toEqual(['ERR_CREDENTIAL_REVOKED', 401]);
-    }
+    // Both handled at once: a second request refused while the first is awaited is not an unhandled rejection.
+    const stale = await Promise.all([
+      failure(first.as.issueIdentityToken({ audience: 'vault.internal' })),
+      failure(first.as.getFlowRun(runId)),
+    ]);
+    for (const e of stale) expect([e.code, e.status]).toEqual(['ERR_CREDENTIAL_REVOKED', 401]);
     const fresh = await second.as.issueIdentityToken({ audience: 'vault.internal' });
     expect(decodeJwt(fresh.token)).toMatchObject({ run_id: runId, run_attempt: 2 });
   });
