@@ -26,7 +26,7 @@ import { toJson } from '../lib/json.js';
 import { type FlowRunRow, toDeployment, toFlowRun, toWorkPool, toWorkQueue } from '../store/rows.js';
 import type { Database } from '../store/schema.js';
 import type { ServiceContext } from './context.js';
-import { ACTIVE_STATES, type Actor, type RunService } from './runs.js';
+import { ACTIVE_STATES, type Actor, type RunService, scheduledForOf } from './runs.js';
 import { DEFAULT_MAX_TOKEN_LIFETIME_MS } from './tokens.js';
 import { checkDeploymentSubject } from './workspace-identity.js';
 
@@ -350,11 +350,7 @@ export class CatalogService {
           .where('name', '=', dep.workQueue)
           .executeTakeFirst()
       : undefined;
-    const scheduledFor = req.scheduledFor ? Date.parse(req.scheduledFor) : this.ctx.clock.now();
-    if (Number.isNaN(scheduledFor))
-      throw new TesseraError('ERR_VALIDATION', `scheduledFor: "${req.scheduledFor}" is not an ISO-8601 time`, {
-        details: { field: 'scheduledFor' },
-      });
+    const scheduledFor = scheduledForOf(req.scheduledFor || undefined) ?? this.ctx.clock.now();
     const { run } = await this.runs.createRun({
       flowId: dep.flowId,
       deploymentId: dep.id,

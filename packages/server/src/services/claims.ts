@@ -49,6 +49,8 @@ type Db = Kysely<Database> | Transaction<Database>;
 export class ClaimService {
   /** When this replica last looked for each worker's lost runs (see `reconcile`). */
   private readonly lostCheckedAt = new Map<string, number>();
+  /** Worker ids whose owner this replica has read, with that owner (see `checkOwner`). */
+  private readonly owners = new Map<string, string>();
 
   constructor(
     private readonly ctx: ServiceContext,
@@ -109,10 +111,18 @@ export class ClaimService {
     }
   }
 
-  /** @throws TesseraError `ERR_FORBIDDEN` when another principal polls as `workerId`. */
+  /**
+   * @throws TesseraError `ERR_FORBIDDEN` when another principal polls as `workerId`. An owner once set
+   * never changes, so a match is remembered: a worker's polls read it once, not on every poll.
+   */
   private async checkOwner(workerId: string, owner: string): Promise<void> {
+    if (this.owners.get(workerId) === owner) return;
     const row = await this.ctx.db.selectFrom('workers').select('owner').where('id', '=', workerId).executeTakeFirst();
     if (row?.owner && row.owner !== owner) throw foreignWorkerId(workerId);
+    if (row?.owner === owner) {
+      if (this.owners.size > 10_000) this.owners.clear();
+      this.owners.set(workerId, owner);
+    }
   }
 
   /**

@@ -473,13 +473,15 @@ export function causeOf(actor: Actor, run: FlowRunRow, to: StateType): StateCaus
  * offset (`…T14:00:00+02:00`) or a word would sort wrong and make the run due at the wrong time, or never.
  * @throws TesseraError `ERR_VALIDATION` naming `scheduledFor`.
  */
-function scheduledForOf(value: string | undefined): number | undefined {
+export function scheduledForOf(value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   const ms = Date.parse(value);
   if (Number.isNaN(ms) || !/^\d{4}-\d{2}-\d{2}T/.test(value)) {
-    throw new TesseraError('ERR_VALIDATION', `scheduledFor: "${value.slice(0, 64)}" is not an ISO-8601 date and time`, {
-      details: { field: 'scheduledFor' },
-    });
+    throw new TesseraError(
+      'ERR_VALIDATION',
+      `scheduledFor: "${value.slice(0, 64)}" is not an ISO-8601 time; send one such as 2026-11-29T12:00:00Z`,
+      { details: { field: 'scheduledFor' } },
+    );
   }
   return ms;
 }
